@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SPEC ?= sweeps/specs/dot.yaml
+
+.PHONY: demo test install install-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test,postgres]"
+
+demo:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory install || exit $$?; \
+	installed=$$(date +%s); \
+	$(BIN)/fitgap launch $(SPEC) || exit $$?; \
+	done=$$(date +%s); \
+	echo "install: $$((installed - start)) s, run: $$((done - installed)) s"; \
+	echo "browse the runs: $(BIN)/fitgap ui"
+
+test: install-test
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf fitgap-data .pytest_cache

@@ -1,0 +1,136 @@
+"""fitgap's Python API; the CLI is a thin shell around it. Nothing here imports TensorFlow."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from studies.coordinator import Coordinator
+from studies.keras.datasets import Dataset, load_dataset
+from studies.slots import cpu_slots
+from studies.stores import Stores
+from studies.study import StudyHandle, load_study, open_storage
+from sweeps.space import check_sampler
+from sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
+from tracking.records import TrialRecord
+
+
+@dataclass(frozen=True)
+class Summary:
+    study: str
+    budget: int
+    counts: dict[str, int]  # trials of the whole study by state
+    best: list[dict[str, Any]]  # the best trial, or the Pareto set of a multi-objective study
+    metrics: list[str]
+    finished: list[TrialRecord] = field(default_factory=list)  # trials this launch finished
+    elapsed_s: float = 0.0
+    experiment_id: str | None = None
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a launch: running trials were recorded as failed ("interrupted")."""
+
+    def __init__(self, summary: Summary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def validate(spec_or_path: SweepSpec | str | Path | dict) -> tuple[SweepSpec, Dataset]:
+    """Check a spec and its data; create nothing."""
+    spec = _as_spec(spec_or_path)
+    check_sampler(spec)
+    try:
+        data = load_dataset(spec.dataset.model_dump())
+    except (OSError, ValueError) as e:
+        raise SpecError(f"`dataset`: {e}") from None
+    return spec, data
+
+
+def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, timeout: float | None = None,
+           slots: int | None = None, on_trial: Callable[[TrialRecord], None] | None = None,
+           **store_options) -> Summary:
+    """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
+
+    store_options: workspace, storage, tracking_uri, results_url (see `Stores.resolve`).
+    """
+    if trials is not None and trials <= 0:
+        raise SpecError(f"`trials` must be > 0, but got {trials}")
+    spec, data = validate(spec_or_path)
+    stores = Stores.resolve(**store_options)
+    started = time.time()
+    handle = StudyHandle.open(spec, stores, data.content_hash, trials)
+    coordinator = Coordinator(handle, cpu_slots(slots), handle.budget, timeout, on_trial)
+    try:
+        coordinator.run()
+    except KeyboardInterrupt:
+        handle.close("KILLED")
+        raise Interrupted(_summary(handle.study, coordinator.finished, started, handle)) from None
+    except BaseException:
+        handle.close("FAILED")
+        raise
+    handle.close()
+    return _summary(handle.study, coordinator.finished, started, handle)
+
+
+def studies(**store_options) -> list[Summary]:
+    """Every study in the stores, with its counts and best trial."""
+    stores = Stores.resolve(**store_options)
+    if stores.missing():
+        return []
+    storage = open_storage(stores.storage)
+    return [_summary(optuna.load_study(study_name=s.study_name, storage=storage))
+            for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def status(name: str, **store_options) -> Summary:
+    return _summary(load_study(name, Stores.resolve(**store_options)))
+
+
+def best(name: str, top: int = 1, **store_options) -> list[dict[str, Any]]:
+    """The `top` best COMPLETE trials (ties by number), or the Pareto set of a multi-objective study."""
+    study = load_study(name, Stores.resolve(**store_options))
+    if len(study.directions) > 1:
+        return [_trial_dict(t) for t in study.best_trials]
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [_trial_dict(t) for t in sorted(complete, key=lambda t: (sign * t.value, t.number))[:top]]
+
+
+def _summary(study: optuna.Study, finished=(), started: float | None = None, handle=None) -> Summary:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    spec = study.user_attrs.get("fitgap.spec", {})
+    metrics = [o["metric"] for o in spec.get("objective", [])]
+    try:
+        top = [_trial_dict(t) for t in study.best_trials]
+    except (ValueError, RuntimeError):
+        top = []
+    return Summary(
+        study=study.study_name,
+        budget=study.user_attrs.get("fitgap.trials", 0),
+        counts=counts,
+        best=top if len(study.directions) > 1 else top[:1],
+        metrics=metrics,
+        finished=list(finished),
+        elapsed_s=time.time() - started if started else 0.0,
+        experiment_id=handle.study_run.experiment_id if handle else None,
+    )
+
+
+def _trial_dict(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {"number": trial.number, "values": trial.values, "params": trial.params,
+            "mlflow_run_id": trial.user_attrs.get("fitgap.mlflow_run_id")}
+
+
+def _as_spec(spec_or_path) -> SweepSpec:
+    if isinstance(spec_or_path, SweepSpec):
+        return spec_or_path
+    if isinstance(spec_or_path, dict):
+        return parse_spec(spec_or_path)
+    return load_spec(spec_or_path)
+

@@ -1,0 +1,255 @@
+"""The `fitgap` command: each command parses, calls one library function, prints.
+
+Library errors become one line on stderr and exit code 2. `--help`, `studies`, `status`, `best` and `validate` never
+import TensorFlow (only executor processes do).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import click
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _store_options(command):
+    options = [
+        click.option("--workspace", envvar="FITGAP_WORKSPACE", metavar="DIR",
+                     help="Folder of the default SQLite stores and artifacts [default: ./fitgap-data]."),
+        click.option("--storage", envvar="FITGAP_STORAGE", metavar="URL",
+                     help="Optuna storage URL [default: sqlite in the workspace]."),
+        click.option("--tracking-uri", envvar="FITGAP_TRACKING_URI", metavar="URI",
+                     help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite in the workspace]."),
+        click.option("--results-url", envvar="FITGAP_RESULTS_URL", metavar="URL",
+                     help="Results database URL [default: sqlite in the workspace]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _errors_exit_2(command):
+    """Library errors -> one line and exit 2 (nothing was written: the library checks before it writes)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from studies.coordinator import ExecutorError
+        from studies.stores import StoreError
+        from sweeps.spec import SpecError
+        from tracking.mlflow_sink import TrackingError
+        from tracking.results import ResultsError
+
+        try:
+            return command(*args, **kwargs)
+        except (SpecError, StoreError, TrackingError, ResultsError, ExecutorError) as e:
+            click.echo(f"fitgap: error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper
+
+
+def _stores(kwargs) -> dict:
+    return {k: kwargs.pop(k) for k in ("workspace", "storage", "tracking_uri", "results_url")}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fitgap")
+def main():
+    """fitgap: hyperparameter sweeps for TensorFlow that show how regularization trades overfitting against
+    accuracy. Trials run in Optuna, and land in MLflow and a results database you can query."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), help="Total trial budget of the study (replaces the stored one).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop starting new trials after this long; running ones finish.")
+@click.option("--cpu-slots", type=click.IntRange(min=1), help="Executor processes [default: one per two cores].")
+@_store_options
+@_errors_exit_2
+def launch(spec, trials, timeout, cpu_slots, **kwargs):
+    """Create or resume the study of SPEC (a YAML sweep spec) and run it to its trial budget."""
+    from studies.api import Interrupted, launch as run
+
+    stores = _stores(kwargs)
+    progress = _Progress()
+    try:
+        summary = run(spec, trials=trials, timeout=timeout, slots=cpu_slots, on_trial=progress, **stores)
+    except Interrupted as e:
+        progress.done()
+        _print_summary(e.summary, stores)
+        click.echo("interrupted: running trials were recorded as failed", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    progress.done()
+    _print_summary(summary, stores)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_errors_exit_2
+def validate(spec):
+    """Check SPEC and its data without creating anything."""
+    from studies.api import validate as check
+
+    parsed, data = check(spec)
+    click.echo(f"{spec}: ok — study {parsed.name!r}, {len(parsed.search)} searched dimensions, "
+               f"{len(data.x_train)} training and {len(data.x_val)} validation samples")
+
+
+@main.command(name="studies")
+@_store_options
+@_errors_exit_2
+def list_studies(**kwargs):
+    """List the studies in the stores."""
+    from studies.api import studies
+
+    found = studies(**_stores(kwargs))
+    if not found:
+        click.echo("no studies")
+    for summary in found:
+        click.echo(f"{summary.study}\t{_counts(summary)}\tbest {_best_text(summary)}")
+
+
+@main.command()
+@click.argument("study")
+@_store_options
+@_errors_exit_2
+def status(study, **kwargs):
+    """Show a study's budget, trial counts and best trial."""
+    from studies.api import status as get
+
+    summary = get(study, **_stores(kwargs))
+    click.echo(f"study {summary.study}: {_counts(summary)} of a budget of {summary.budget}")
+    click.echo(f"best: {_best_text(summary)}")
+
+
+@main.command()
+@click.argument("study")
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, help="How many trials.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_store_options
+@_errors_exit_2
+def best(study, top, as_json, **kwargs):
+    """Show the best trials of a study (the Pareto set of a multi-objective one)."""
+    from studies.api import best as get
+
+    trials = get(study, top, **_stores(kwargs))
+    if as_json:
+        click.echo(json.dumps(trials, indent=2))
+        return
+    if not trials:
+        click.echo("no complete trial yet")
+    for trial in trials:
+        values = ", ".join(f"{v:.4g}" for v in trial["values"])
+        params = ", ".join(f"{k}={_short(v)}" for k, v in trial["params"].items())
+        click.echo(f"trial {trial['number']}: {values}  {params}")
+
+
+@main.command()
+@click.argument("study", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=5000, show_default=True, help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server workers.")
+@_store_options
+@_errors_exit_2
+def ui(study, host, port, workers, **kwargs):
+    """Open the MLflow UI on the workspace's tracking store and print the runs page of each study."""
+    from studies.stores import Stores
+    from tracking.results import redact
+    from tracking.mlflow_sink import MlflowSink
+
+    stores = Stores.resolve(**_stores(kwargs))
+    sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
+    names = [study] if study else [s.name for s in sink.client.search_experiments() if s.name != "Default"]
+    pages = {name: sink.experiment(name, create=False) for name in names}
+    if stores.tracking_uri.startswith("http"):
+        for name, experiment_id in pages.items():
+            click.echo(f"{name}: {redact(stores.tracking_uri)}/#/experiments/{experiment_id}/runs")
+        return
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", stores.tracking_uri,
+               "--host", host, "--port", str(port), "--workers", str(workers)]
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(command, env=env)
+    base = f"http://{host}:{port}"
+    try:
+        if not _wait_until_up(f"{base}/health", server):
+            click.echo(f"fitgap: error: the MLflow server did not answer on {base}", err=True)
+            sys.exit(EXIT_USAGE)
+        for name, experiment_id in pages.items():
+            if experiment_id is None:
+                click.echo(f"{name}: no such experiment", err=True)
+            else:
+                click.echo(f"{name}: {base}/#/experiments/{experiment_id}/runs")
+        click.echo(f"MLflow UI at {base} (Ctrl-C to stop)")
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _wait_until_up(url: str, server: subprocess.Popen, seconds: float = 60) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+class _Progress:
+    """One line per finished trial, redrawn in place on a terminal."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.started = time.time()
+
+    def __call__(self, record) -> None:
+        value = f"{record.values[0]:.4g}" if record.values else (record.reason or "")
+        line = f"trial {record.number:>4} {record.state:<8} {value}  ({record.duration_s:.1f} s)"
+        click.echo(("\r\x1b[K" if self.tty else "") + line, err=True, nl=not self.tty)
+
+    def done(self) -> None:
+        if self.tty:
+            click.echo(err=True)
+
+
+def _print_summary(summary, stores: dict) -> None:
+    click.echo(f"study {summary.study}: {_counts(summary)} of a budget of {summary.budget}; "
+               f"{len(summary.finished)} trials in {summary.elapsed_s:.1f} s")
+    click.echo(f"best: {_best_text(summary)}")
+    where = f" --workspace {stores['workspace']}" if stores.get("workspace") else ""
+    click.echo(f"next: fitgap best {summary.study} --top 5{where}   |   fitgap ui {summary.study}{where}")
+
+
+def _counts(summary) -> str:
+    return ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items())) or "no trials"
+
+
+def _best_text(summary) -> str:
+    if not summary.best:
+        return "none yet"
+    trial = summary.best[0]
+    values = ", ".join(f"{m}={v:.4g}" for m, v in zip(summary.metrics, trial["values"]))
+    more = f" (+{len(summary.best) - 1} more on the Pareto front)" if len(summary.best) > 1 else ""
+    return f"trial {trial['number']} {values}{more}"
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    main()

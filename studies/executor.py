@@ -1,0 +1,123 @@
+"""Executors: processes that train trials and never touch storage.
+
+`ExecutorProcess` is the coordinator's handle on one; `main` is the process itself (`python -m studies.executor`).
+The process is started fresh (never forked from a coordinator holding connections and threads) with its slot's
+environment, imports TensorFlow once, and trains the tasks it is sent until its input closes. It ignores SIGINT (the
+coordinator handles Ctrl-C) and exits as soon as the coordinator's pipe closes, so no orphan keeps the cores busy.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from studies.protocol import Batch, Ready, Stop, TrialOutcome, TrialTask, receive, send
+from studies.slots import Slot
+
+
+class Died:
+    """Posted by a handle's reader when its process's output ends."""
+
+    def __init__(self, returncode: int | None):
+        self.returncode = returncode
+
+
+class ExecutorProcess:
+    """One executor process on one slot. Messages from it are posted to `events` as (slot index, message)."""
+
+    def __init__(self, slot: Slot, events: queue.Queue, log_path: Path):
+        self.slot = slot
+        env = os.environ | dict(slot.env) | {"FITGAP_DEVICE": slot.device, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "studies.executor"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+            )
+        self._events = events
+        threading.Thread(target=self._read, daemon=True, name=f"executor-{slot.index}").start()
+
+    def _read(self) -> None:
+        while (message := receive(self.process.stdout)) is not None:
+            self._events.put((self.slot.index, message))
+        self._events.put((self.slot.index, Died(self.process.wait())))
+
+    def submit(self, *tasks: TrialTask) -> None:
+        self._send(Batch(tasks))
+
+    def stop(self, number: int, reason: str) -> None:
+        self._send(Stop(number, reason))
+
+    def _send(self, message: Any) -> None:
+        try:
+            send(self.process.stdin, message)
+        except (BrokenPipeError, ValueError):
+            pass  # the process is gone; its reader reports that
+
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        try:
+            self.process.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The protocol owns the real stdout; anything TensorFlow or a user prints goes to stderr (the slot's log).
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    stops: set[int] = set()  # trials the coordinator asked to end after their current epoch
+    batches: queue.Queue = queue.Queue()
+
+    def read_input() -> None:
+        while (message := receive(sys.stdin.buffer)) is not None:
+            if isinstance(message, Stop):
+                stops.add(message.number)
+            else:
+                batches.put(message)
+        os._exit(0)  # the coordinator is gone or done: stop at once, mid-trial or not
+
+    from studies.keras.datasets import load_dataset
+    from studies.keras.train import train  # imports TensorFlow: once per process
+
+    threading.Thread(target=read_input, daemon=True).start()
+    send(out, Ready(os.getpid(), os.environ.get("FITGAP_DEVICE", "cpu")))
+    datasets: dict[str, Any] = {}
+
+    def on_epoch(record) -> bool:
+        send(out, record)
+        return record.trial in stops
+
+    while True:
+        batch: Batch = batches.get()
+        for task in batch.tasks:
+            try:
+                key = repr(sorted(task.dataset.items()))
+                if key not in datasets:
+                    datasets[key] = load_dataset(task.dataset)
+                outcome = train(task, datasets[key], on_epoch)
+            except Exception as e:  # the trainer reports its own failures; this is the last resort
+                outcome = TrialOutcome(task.number, "FAIL", reason=f"{type(e).__name__}: {e}",
+                                       traceback=traceback.format_exc())
+            send(out, outcome)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""What the coordinator and an executor process say to each other: pickled frozen dataclasses over pipes.
+
+Coordinator -> executor: `Batch` (trials to train, one for now, fused batches later), `Stop` (a trial should end after
+its current epoch). End of input means shut down.
+Executor -> coordinator: `Ready` once TensorFlow is up, then for each trial a stream of `tracking.records.EpochRecord`
+and one `TrialOutcome`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Mapping
+
+_HEADER = struct.Struct("!I")
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    study: str
+    number: int
+    params: Mapping[str, Any]  # the full params dict (sweeps.space.trial_params): plain data, so any trial can be rebuilt
+    seed: int  # training seed: initial weights and batch order
+    dataset: Mapping[str, Any]  # the spec's dataset section
+
+
+@dataclass(frozen=True)
+class Batch:
+    tasks: tuple[TrialTask, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    number: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+    device: str
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    number: int
+    state: str  # COMPLETE, PRUNED (stopped on request) or FAIL
+    complexity: Mapping[str, int] = field(default_factory=dict)
+    reason: str | None = None
+    traceback: str | None = None
+
+
+def send(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> Any:
+    """The next message, or None at end of stream."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)

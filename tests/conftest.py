@@ -1,0 +1,51 @@
+"""Shared fixtures: a template workspace (creating MLflow's store costs seconds, copying it milliseconds)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def template_workspace(tmp_path_factory) -> Path:
+    from studies.stores import Stores
+    from studies.study import open_storage
+    from tracking.mlflow_sink import MlflowSink
+    from tracking.results import ResultsDB
+
+    workspace = tmp_path_factory.mktemp("template") / "ws"
+    stores = Stores.resolve(workspace=workspace)
+    workspace.mkdir()
+    open_storage(stores.storage)
+    MlflowSink(stores.tracking_uri).client.search_experiments()
+    ResultsDB(stores.results_url).close()
+    return workspace
+
+
+@pytest.fixture
+def workspace(template_workspace, tmp_path) -> Path:
+    """A fresh workspace with all three stores created and empty."""
+    target = tmp_path / "ws"
+    shutil.copytree(template_workspace, target)
+    return target
+
+
+def fitgap(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    """Run the real `fitgap` command in a process of its own."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "studies.cli", *args], cwd=cwd or ROOT, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

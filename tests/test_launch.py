@@ -1,0 +1,146 @@
+"""The whole path with real parts: a spec, a real `fitgap launch` process, TensorFlow executors, SQLite stores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from studies.stores import Stores
+from tracking.results import ResultsDB
+
+from conftest import fitgap, snapshot
+
+pytestmark = pytest.mark.tensorflow
+
+SPEC = """\
+name: e2e
+dataset: {name: dot, validation_fraction: 0.2}
+model: {kind: mlp, hidden: [4]}
+epochs: 4
+batch_size: 32
+objective: [{metric: val_accuracy, direction: maximize}]
+trials: 3
+seed: 7
+params: {activation: tanh, loss: binary_crossentropy, regularizer: l2, regularization_weight: 0.001}
+search:
+  learning_rate: {type: float, low: 1.0e-3, high: 0.3, log: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def launched(template_workspace, tmp_path_factory):
+    """One 3-trial launch, then a resume to 5: the tests below read what they left in the stores."""
+    root = tmp_path_factory.mktemp("e2e")
+    workspace = root / "ws"
+    shutil.copytree(template_workspace, workspace)
+    spec = root / "e2e.yaml"
+    spec.write_text(SPEC)
+    first = fitgap("launch", str(spec), "--workspace", str(workspace))
+    assert first.returncode == 0, first.stderr
+    stores = Stores.resolve(workspace=workspace)
+    study = optuna.load_study(study_name="e2e", storage=stores.storage)
+    first_trials = study.get_trials()
+    first_results = ResultsDB(stores.results_url).trials("e2e")
+    return {"root": root, "workspace": workspace, "spec": spec, "stores": stores, "first": first,
+            "first_trials": first_trials, "first_results": first_results}
+
+
+def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
+    trials = launched["first_trials"]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert all(0.0 <= t.value <= 1.0 for t in trials)
+    assert len({t.user_attrs["fitgap.seed"] for t in trials}) == 3
+    assert "best: trial" in launched["first"].stdout and "3 COMPLETE" in launched["first"].stdout
+
+
+def test_mlflow_has_a_parent_run_and_nested_trial_runs_with_curves(launched):
+    first = {t.user_attrs["fitgap.mlflow_run_id"]: t for t in launched["first_trials"]}
+    client = MlflowClient(tracking_uri=launched["stores"].tracking_uri)
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location.startswith(launched["workspace"].as_uri())
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("fitgap.role") == "study"]
+    assert len(parents) == 1
+    assert parents[0].data.tags["fitgap.dataset_hash"]
+    assert "tensorflow" in " ".join(parents[0].data.tags)
+    for run_id, trial in first.items():
+        run = client.get_run(run_id)
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.status == "FINISHED"
+        assert float(run.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+        assert run.data.params["activation"] == "tanh"
+        assert int(run.data.params["params_total"]) == 2 * 4 + 4 + 4 + 1
+        assert run.data.metrics["macs"] == 2 * 4 + 4
+        for metric in ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap",
+                       "reg_loss", "lr"):
+            history = client.get_metric_history(run_id, metric)
+            assert sorted(m.step for m in history) == [0, 1, 2, 3], metric
+
+
+def test_results_database_has_one_row_per_trial_with_its_epochs(launched):
+    rows = launched["first_results"]
+    assert [r["number"] for r in rows] == [0, 1, 2]
+    results = ResultsDB(launched["stores"].results_url)
+    for row, trial in zip(rows, launched["first_trials"]):
+        assert row["state"] == "COMPLETE"
+        assert row["value"] == pytest.approx(trial.value)
+        assert row["learning_rate"] == pytest.approx(trial.params["learning_rate"])
+        assert row["regularizer"] == "l2" and row["params_total"] == 17 and row["macs"] == 12
+        epochs = results.epochs("e2e", row["number"])
+        assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
+        assert row["best_val_accuracy"] == max(e["val_accuracy"] for e in epochs) == trial.value
+        assert all(e["reg_loss"] > 0 for e in epochs)  # measured apart from the data loss
+        assert results.params("e2e", row["number"])["regularization_weight"] == 0.001
+
+
+def test_resume_runs_to_the_new_budget_without_replaying_suggestions(launched):
+    resumed = fitgap("launch", str(launched["spec"]), "--workspace", str(launched["workspace"]), "--trials", "5")
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="e2e", storage=launched["stores"].storage)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    rates = [t.params["learning_rate"] for t in trials]
+    assert len(set(rates)) == 5, rates  # a replayed sampler would repeat the first launch's suggestions
+    assert study.user_attrs["fitgap.trials"] == 5
+    assert len(ResultsDB(launched["stores"].results_url).trials("e2e")) == 5
+    best = fitgap("best", "e2e", "--top", "2", "--json", "--workspace", str(launched["workspace"]))
+    top = json.loads(best.stdout)
+    assert len(top) == 2 and top[0]["values"][0] >= top[1]["values"][0]
+    assert top[0]["values"][0] == max(t.value for t in trials)
+
+
+def test_resuming_with_a_changed_spec_exits_2_naming_the_field(launched):
+    changed = launched["root"] / "changed.yaml"
+    changed.write_text(launched["spec"].read_text().replace("epochs: 4", "epochs: 5"))
+    before = snapshot(launched["workspace"])
+    result = fitgap("launch", str(changed), "--workspace", str(launched["workspace"]))
+    assert result.returncode == 2
+    assert "`epochs` changed" in result.stderr and "stored 4" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(launched["workspace"]) == before
+
+
+def test_reading_commands_never_import_tensorflow(launched):
+    ws = str(launched["workspace"])
+    script = textwrap.dedent(f"""
+        import sys
+        from click.testing import CliRunner
+        from studies.cli import main
+        for args in (["--help"], ["studies", "--workspace", {ws!r}], ["status", "e2e", "--workspace", {ws!r}],
+                     ["best", "e2e", "--workspace", {ws!r}], ["validate", {str(launched["spec"])!r}]):
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 0, (args, result.output)
+            assert "tensorflow" not in sys.modules, args
+            assert "keras" not in sys.modules, args
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -1,0 +1,273 @@
+"""The results database contract, run against real SQLite and real PostgreSQL (which must be reachable)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from sweeps.vocabulary import COMPLEXITY_METRICS, EPOCH_METRICS, HYPERPARAMETERS
+from tracking import results
+from tracking.records import EpochRecord, TrialRecord
+from tracking.results import ResultsDB, ResultsError, redact
+
+# The server the PostgreSQL tests use (trust auth); they fail, not skip, when it is down.
+POSTGRES_ADMIN_URL = os.environ.get("FITGAP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def postgres_url():
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"fitgap_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is not reachable at {redact(POSTGRES_ADMIN_URL)}: {exc.orig}")
+    yield sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def db(url):
+    with ResultsDB(url) as db:
+        yield db
+
+
+@pytest.fixture
+def raw(url):
+    """A plain engine on the same database, to look at the tables behind the API."""
+    engine = sa.create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def record(number=0, study="s", n_epochs=100, params=None, **changes) -> TrialRecord:
+    epochs = tuple(
+        EpochRecord(
+            trial=number,
+            epoch=i,
+            metrics={
+                **{m: 1.0 / (i + 1) + k / 7 for k, m in enumerate(EPOCH_METRICS)},
+                "f1_score": 0.5,  # not a column: ignored
+            },
+        )
+        for i in range(n_epochs)
+    )
+    fields = dict(
+        study=study,
+        number=number,
+        state="COMPLETE",
+        params={"learning_rate": 0.05, "hidden": [11, 4], "staircase": True, "regularizer": "l2", "epochs": n_epochs}
+        if params is None
+        else params,
+        values=(0.25, 0.9),
+        best_epoch=n_epochs // 2 if n_epochs else None,
+        epochs=epochs,
+        complexity={"params_total": 45, "params_trainable": 45, "macs": 3_000_000_000},
+        seed=7,
+        device="cpu",
+        slot=1,
+        started_at=1_700_000_000.25,
+        finished_at=1_700_000_012.75,
+        mlflow_run_id="abc123",
+    )
+    return TrialRecord(**{**fields, **changes})
+
+
+def count(engine, table: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
+
+
+def test_round_trip_of_a_trial_with_100_epochs(db):
+    rec = record(number=3)
+    db.write_trial(rec)
+
+    [row] = db.trials("s")
+    assert (row["study"], row["number"], row["state"], row["reason"]) == ("s", 3, "COMPLETE", None)
+    assert row["value"] == 0.25 and row["values_json"] == "[0.25, 0.9]"
+    assert row["learning_rate"] == 0.05 and row["staircase"] is True and row["regularizer"] == "l2"
+    assert row["hidden"] == "[11, 4]" and row["epochs"] == 100
+    assert (row["params_total"], row["params_trainable"], row["macs"]) == (45, 45, 3_000_000_000)
+    assert row["best_epoch"] == 50
+    assert all(row[f"best_{m}"] == rec.best[m] and row[f"final_{m}"] == rec.final[m] for m in EPOCH_METRICS)
+    assert (row["seed"], row["device"], row["slot"], row["mlflow_run_id"]) == (7, "cpu", 1, "abc123")
+    assert (row["started_at"], row["finished_at"], row["duration_s"]) == (1_700_000_000.25, 1_700_000_012.75, 12.5)
+
+    stored = db.epochs("s", 3)
+    assert [e["epoch"] for e in stored] == list(range(100))
+    assert stored == [{"epoch": e.epoch, **{m: e.metrics[m] for m in EPOCH_METRICS}} for e in rec.epochs]
+    assert db.params("s", 3) == rec.params
+
+
+def test_rewriting_a_trial_replaces_it(db, raw):
+    db.write_trial(record(number=1, params={"learning_rate": 0.1, "momentum": 0.9}))
+    db.write_trial(record(number=2))
+    db.write_trial(record(number=1, n_epochs=5, state="PRUNED", reason="pruned", params={"learning_rate": 0.2}))
+
+    assert [(r["number"], r["state"]) for r in db.trials("s")] == [(1, "PRUNED"), (2, "COMPLETE")]
+    assert db.trials("s")[0]["learning_rate"] == 0.2
+    assert db.params("s", 1) == {"learning_rate": 0.2}  # the old `momentum` row is gone
+    assert len(db.epochs("s", 1)) == 5
+    assert count(raw, "trials") == 2
+    assert count(raw, "epochs") == 5 + 100
+    assert count(raw, "trial_params") == 1 + len(record().params)
+
+
+def test_a_param_without_a_column_is_only_in_trial_params(db, raw):
+    db.write_trial(record(params={"learning_rate": 0.05, "momentum": 0.9, "initializer": "he_normal"}))
+
+    [row] = db.trials("s")
+    assert row["learning_rate"] == 0.05
+    assert "momentum" not in row and "initializer" not in row
+    with raw.connect() as conn:
+        stored = dict(conn.execute(sa.text("SELECT name, value_num FROM trial_params")).all())
+    assert stored == {"learning_rate": 0.05, "momentum": 0.9, "initializer": None}  # value_num: numbers only
+    assert db.params("s", 0) == {"learning_rate": 0.05, "momentum": 0.9, "initializer": "he_normal"}
+
+
+def test_absent_params_are_null(db):
+    db.write_trial(record(params={"learning_rate": 0.05}, values=None, n_epochs=0))
+
+    [row] = db.trials("s")
+    assert all(row[name] is None for name in results.PARAM_COLUMNS if name != "learning_rate")
+    assert row["value"] is None and row["values_json"] is None and row["best_epoch"] is None
+    assert all(row[f"best_{m}"] is None and row[f"final_{m}"] is None for m in EPOCH_METRICS)
+    assert db.epochs("s", 0) == []
+
+
+def test_a_nan_metric_is_stored_as_null_on_every_backend(db):
+    nan_epoch = EpochRecord(trial=0, epoch=0, metrics={"loss": math.nan, "accuracy": 0.5})
+    db.write_trial(record(epochs=(nan_epoch,), best_epoch=0, values=(math.nan,)))
+
+    assert db.epochs("s", 0)[0]["loss"] is None and db.epochs("s", 0)[0]["accuracy"] == 0.5
+    assert db.trials("s")[0]["final_loss"] is None and db.trials("s")[0]["value"] is None
+
+
+def test_only_finished_trials_are_stored(db):
+    with pytest.raises(ResultsError, match="RUNNING"):
+        db.write_trial(record(state="RUNNING"))
+    assert db.trials("s") == []
+
+
+def test_migrations_use_their_own_version_table(db, raw):
+    tables = set(sa.inspect(raw).get_table_names())
+    assert {"trials", "trial_params", "epochs", "fitgap_alembic_version"} <= tables
+    assert "alembic_version" not in tables
+    with raw.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM fitgap_alembic_version")).scalars().all() == ["0001"]
+
+
+def test_reopening_does_not_run_alembic(url, monkeypatch):
+    def no_alembic(conn):
+        raise AssertionError("Alembic ran")
+
+    monkeypatch.setattr(results, "_migrate", no_alembic)
+    with pytest.raises(AssertionError, match="Alembic ran"):
+        ResultsDB(url)  # a new database does need migrating...
+    monkeypatch.undo()
+    with ResultsDB(url) as db:
+        db.write_trial(record())
+
+    monkeypatch.setattr(results, "_migrate", no_alembic)
+    for create in (True, False):  # ...one at head does not
+        with ResultsDB(url, create=create) as db:
+            assert [r["number"] for r in db.trials("s")] == [0]
+
+
+def test_migrating_leaves_logging_alone(tmp_path):
+    logger = logging.getLogger("fitgap.test")
+    handlers = list(logging.getLogger().handlers)
+    with ResultsDB(f"sqlite:///{tmp_path / 'results.db'}"):
+        pass
+    assert not logger.disabled  # logging.config.fileConfig() would have disabled it
+    assert logging.getLogger().handlers == handlers
+
+
+def test_schema_matches_the_migration(db, raw):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with raw.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": results.VERSION_TABLE})
+        assert compare_metadata(context, results.metadata) == []
+
+
+def test_delete_study_cascades(db, raw):
+    for number in (0, 1):
+        db.write_trial(record(number=number, study="a"))
+    db.write_trial(record(study="b", n_epochs=3))
+
+    assert db.delete_study("a") == 2
+    assert db.trials("a") == [] and db.epochs("a", 0) == [] and db.params("a", 0) == {}
+    assert count(raw, "epochs") == 3  # the cascade took a's epochs...
+    assert count(raw, "trial_params") == len(record().params)  # ...and params, and left b's
+    assert len(db.trials("b")) == 1
+    assert db.delete_study("a") == 0
+
+
+def test_create_false_on_a_missing_sqlite_file_creates_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'results.db'}"
+    with pytest.raises(ResultsError, match="no results database at sqlite:///"):
+        ResultsDB(url, create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_false_refuses_a_database_without_the_schema(tmp_path):
+    (tmp_path / "empty.db").touch()
+    with pytest.raises(ResultsError, match="create=True"):
+        ResultsDB(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
+
+
+def test_an_optuna_storage_is_not_taken_for_a_results_database(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'optuna.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE trials (trial_id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    with pytest.raises(ResultsError, match="not fitgap's"):
+        ResultsDB(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_redact_hides_passwords():
+    assert redact("postgresql+psycopg://fit:s3cret@db.example:5432/results") == (
+        "postgresql+psycopg://fit:***@db.example:5432/results"
+    )
+    assert redact("postgresql://fit@db/results?password=s3cret&sslmode=require") == (
+        "postgresql://fit@db/results?password=***&sslmode=require"
+    )
+    assert redact("sqlite:///fitgap-data/results.db") == "sqlite:///fitgap-data/results.db"
+    assert "s3cret" not in redact("not a url s3cret")
+
+
+def test_a_connection_error_names_the_database_without_its_password():
+    with pytest.raises(ResultsError) as error:
+        ResultsDB("postgresql://fit:s3cret@127.0.0.1:1/results")
+    assert "postgresql://fit:***@127.0.0.1:1/results" in str(error.value)
+    assert "s3cret" not in str(error.value)
+
+
+def test_the_copied_vocabulary_and_revision_are_current():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    assert results.METRICS == EPOCH_METRICS
+    assert results.COMPLEXITY == COMPLEXITY_METRICS
+    assert set(HYPERPARAMETERS) <= set(results.PARAM_COLUMNS)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(results.MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == results.SCHEMA_REVISION

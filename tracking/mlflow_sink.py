@@ -1,0 +1,131 @@
+"""MLflow as a sink of finished trials: one experiment per study, a parent run per study, a nested run per trial.
+
+Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), and a trial's curves
+are written in a few `log_batch` calls when it ends (one call per point costs seconds per trial).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag, ViewType
+
+from tracking.records import TrialRecord
+
+for _name in ("mlflow", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)  # store creation logs its migrations at INFO
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # else MLflow 3's UI opens on GenAI pages
+_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
+_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100  # log_batch limits
+
+
+class TrackingError(Exception):
+    """MLflow cannot take this study (for example, its experiment was deleted)."""
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    experiment_id: str
+    run_id: str
+
+
+class MlflowSink:
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.artifact_root = artifact_root  # local stores only: else MLflow writes artifacts under the cwd
+
+    def experiment(self, study: str, create: bool = True) -> str | None:
+        """The study's experiment id (created, tagged for model training, when missing and `create`)."""
+        found = self.client.get_experiment_by_name(study)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"MLflow experiment {study!r} is deleted: restore it (mlflow experiments restore "
+                    f"--experiment-id {found.experiment_id}) or give the sweep another `name`"
+                )
+            return found.experiment_id
+        if not create:
+            return None
+        location = (self.artifact_root / study).as_uri() if self.artifact_root else None
+        return self.client.create_experiment(study, artifact_location=location, tags=EXPERIMENT_KIND)
+
+    def study_run(self, study: str, tags: Mapping[str, str], spec_yaml: str) -> StudyRun:
+        """The study's parent run, found by tag or created; marked RUNNING while a launch works on it."""
+        experiment_id = self.experiment(study)
+        found = self.client.search_runs(
+            [experiment_id], "tags.`fitgap.role` = 'study'", run_view_type=ViewType.ALL, max_results=1
+        )
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(
+                experiment_id, run_name=study, tags={"fitgap.role": "study", "fitgap.study": study}
+            ).info.run_id
+            self.client.log_text(run_id, spec_yaml, "spec.yaml")
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        return StudyRun(experiment_id, run_id)
+
+    def start_trial(self, study: StudyRun, name: str, number: int, tags: Mapping[str, Any]) -> str:
+        tags = {"mlflow.parentRunId": study.run_id, "fitgap.trial": str(number), "fitgap.state": "RUNNING"} | {
+            k: str(v) for k, v in tags.items()
+        }
+        return self.client.create_run(study.experiment_id, run_name=f"{name}-{number}", tags=tags).info.run_id
+
+    def finish_trial(self, record: TrialRecord) -> None:
+        """Params, complexity, every epoch's metrics, tags and artifacts, then the final status."""
+        run_id = record.mlflow_run_id
+        now = int(time.time() * 1000)
+        params = [Param(k, _text(v)) for k, v in record.params.items()]
+        params += [Param(k, str(v)) for k, v in record.complexity.items()]
+        metrics = [Metric(k, float(v), now, 0) for k, v in record.complexity.items()]  # also metrics, to sort by
+        metrics += [Metric(k, v, now, e.epoch) for e in record.epochs for k, v in e.metrics.items()]
+        if record.values is not None:
+            metrics += [Metric(f"objective_{i}", v, now, record.best_epoch or 0) for i, v in enumerate(record.values)]
+        tags = {"fitgap.state": record.state, "fitgap.device": record.device, "fitgap.slot": record.slot}
+        if record.best_epoch is not None:
+            tags["fitgap.best_epoch"] = record.best_epoch
+        if record.reason:
+            tags["fitgap.reason"] = record.reason[:5000]
+        for i in range(0, len(params), _MAX_PARAMS):
+            self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS])
+        for i in range(0, len(metrics), _MAX_METRICS):
+            self.client.log_batch(run_id, metrics=metrics[i : i + _MAX_METRICS])
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in list(tags.items())[:_MAX_TAGS]])
+        for file_name, content in record.artifacts.items():
+            self.client.log_text(run_id, content.decode("utf-8", "replace"), file_name)
+        self.client.set_terminated(run_id, _STATUS[record.state], end_time=int(record.finished_at * 1000))
+
+    def fail_run(self, run_id: str, reason: str) -> None:
+        """Close a run whose trial ended without a record (its process died): never leave it RUNNING."""
+        self.client.set_tag(run_id, "fitgap.state", "FAIL")
+        self.client.set_tag(run_id, "fitgap.reason", reason)
+        self.client.set_terminated(run_id, "FAILED")
+
+    def finish_study(self, study: StudyRun, status: str = "FINISHED") -> None:
+        self.client.set_terminated(study.run_id, status)
+
+    def running_trial_runs(self, study: StudyRun) -> list[str]:
+        runs = self.client.search_runs(
+            [study.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{study.run_id}' and attributes.status = 'RUNNING'",
+        )
+        return [run.info.run_id for run in runs]
+
+    def delete_study(self, study: str) -> bool:
+        experiment_id = self.experiment(study, create=False)
+        if experiment_id is None:
+            return False
+        self.client.delete_experiment(experiment_id)
+        return True
+
+
+def _text(value: Any) -> str:
+    return str(value)[:6000]
+

@@ -1,0 +1,57 @@
+"""The records that cross package borders: plain frozen dataclasses, nothing else.
+
+Executors produce them, the coordinator completes them, and tracking stores them. They hold only builtins, so they
+pickle across processes and rebuild anything (a model, a plot) from data alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch of one trial measured, on the train and validation sets, without the regularization penalty."""
+
+    trial: int  # the Optuna trial number
+    epoch: int  # counted from 0
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Everything fitgap keeps about a finished trial (COMPLETE, PRUNED or FAIL)."""
+
+    study: str
+    number: int
+    state: str
+    params: Mapping[str, Any]  # every hyperparameter the trial trained with: fixed, sampled and defaulted
+    values: tuple[float, ...] | None  # what Optuna was told: the objectives at the best epoch
+    best_epoch: int | None
+    epochs: tuple[EpochRecord, ...]
+    complexity: Mapping[str, int]  # params_total, params_trainable, macs
+    seed: int
+    device: str
+    slot: int
+    started_at: float  # unix seconds
+    finished_at: float
+    reason: str | None = None  # why a trial failed or was pruned
+    mlflow_run_id: str | None = None
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, e.g. a traceback
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    @property
+    def final(self) -> Mapping[str, float]:
+        return self.epochs[-1].metrics if self.epochs else {}
+
+    @property
+    def best(self) -> Mapping[str, float]:
+        if self.best_epoch is None:
+            return {}
+        return next(e.metrics for e in self.epochs if e.epoch == self.best_epoch)

@@ -1,0 +1,342 @@
+"""The results database: one row per finished trial, its params and its per-epoch metrics, easy to query with SQL.
+
+The schema lives here as SQLAlchemy Core tables; changes to it are Alembic migrations in ``tracking/migrations``
+(run by :class:`ResultsDB`, never ad hoc). Works on SQLite and PostgreSQL. The table names (``trials``,
+``trial_params``) are also Optuna's, so keep the results in their own SQLite file or PostgreSQL database/schema
+(a search_path can be given in the URL: ``?options=-csearch_path%3Dfitgap``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from tracking.records import FINISHED_STATES, TrialRecord
+
+# The latest migration in tracking/migrations/versions. Comparing it with the version table is a single query,
+# far cheaper than loading Alembic just to learn that there is nothing to do (a test pins it to Alembic's head).
+SCHEMA_REVISION = "0001"
+# Optuna and MLflow each keep an `alembic_version` table: ours must not be confused with theirs.
+VERSION_TABLE = "fitgap_alembic_version"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Copies of the names in sweeps/vocabulary.py (tracking never imports sweeps; a test keeps them in step).
+METRICS = ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap", "reg_loss", "lr")
+COMPLEXITY = ("params_total", "params_trainable", "macs")
+# Params with a column of their own in `trials`; every param, these included, is also a row of `trial_params`.
+PARAM_COLUMNS = {
+    "learning_rate": Float,
+    "decay_rate": Float,
+    "decay_steps": Integer,
+    "staircase": Boolean,
+    "activation": Text,
+    "leaky_alpha": Float,
+    "loss": Text,
+    "regularizer": Text,
+    "regularization_weight": Float,
+    "optimizer": Text,
+    "epochs": Integer,
+    "batch_size": Integer,
+    "hidden": Text,  # JSON list of layer widths
+}
+
+metadata = MetaData()
+
+trials = Table(
+    "trials",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("study", Text, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),
+    Column("value", Float),
+    Column("values_json", Text),
+    *(Column(name, type_) for name, type_ in PARAM_COLUMNS.items()),
+    *(Column(name, BigInteger) for name in COMPLEXITY),  # a conv net's MACs overflow 32 bits
+    Column("best_epoch", Integer),
+    *(Column(f"best_{m}", Float) for m in METRICS),
+    *(Column(f"final_{m}", Float) for m in METRICS),
+    Column("seed", Integer),
+    Column("device", Text),
+    Column("slot", Integer),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("duration_s", Float),
+    Column("mlflow_run_id", Text),
+    UniqueConstraint("study", "number", name="uq_trials_study_number"),
+    Index("ix_trials_study_state", "study", "state"),
+    Index("ix_trials_study_value", "study", "value"),
+    Index("ix_trials_study_regularizer", "study", "regularizer"),
+)
+
+trial_params = Table(
+    "trial_params",
+    metadata,
+    Column("trial_id", Integer, ForeignKey("trials.id", ondelete="CASCADE", name="fk_trial_params_trial_id")),
+    Column("name", Text),
+    Column("value", Text, nullable=False),  # JSON
+    Column("value_num", Float),  # the value again when it is a number (not a bool), for numeric queries
+    PrimaryKeyConstraint("trial_id", "name", name="pk_trial_params"),
+    Index("ix_trial_params_name_value_num", "name", "value_num"),  # "trials whose <param> is in a range"
+)
+
+epochs = Table(
+    "epochs",
+    metadata,
+    Column("trial_id", Integer, ForeignKey("trials.id", ondelete="CASCADE", name="fk_epochs_trial_id")),
+    Column("epoch", Integer),
+    *(Column(m, Float) for m in METRICS),
+    PrimaryKeyConstraint("trial_id", "epoch", name="pk_epochs"),
+)
+
+
+class ResultsError(Exception):
+    """The results database cannot be opened (the message names it, password redacted), or a record is refused.
+
+    Failures of the database itself while writing or reading are SQLAlchemy's own errors.
+    """
+
+
+def redact(url: str) -> str:
+    """`url` with any password (in the user part or a ``password=`` query parameter) replaced by ``***``."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return "<unparsable database URL>"  # never echo what might hold a password
+    query = {k: "***" if k.lower() == "password" else v for k, v in u.query.items()}
+    # The URL quotes "***" in a query string; unquote it so that it reads the same everywhere.
+    return u.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+class ResultsDB:
+    """The results database of fitgap: the coordinator writes it, queries and reports read it.
+
+    - ``ResultsDB(url)`` creates the tables, or migrates them to the latest revision, before returning;
+      ``create=False`` opens an existing, up-to-date store and never creates anything (a missing SQLite file
+      is a :class:`ResultsError`). Any failure to open is a :class:`ResultsError` naming the redacted URL.
+    - ``write_trial`` stores a finished trial in one transaction and replaces a trial with the same
+      ``(study, number)`` (and its params and epochs), so writing a record twice is harmless.
+    - Times (``started_at``, ``finished_at``) are float unix seconds, as in :class:`TrialRecord`: exact and
+      the same on every backend. A NaN metric (a diverged training) is stored as NULL, as SQLite has no NaN.
+    - Params with a column of their own (:data:`PARAM_COLUMNS`) are in ``trials``, NULL when the trial did not
+      have them; every param, JSON-encoded, is a row of ``trial_params``. Metrics not in :data:`METRICS` are
+      not stored.
+    """
+
+    def __init__(self, url: str, create: bool = True):
+        self.url = redact(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ResultsError(f"not a database URL: {self.url}") from None
+        path = _sqlite_path(parsed)
+        if path is not None and not create and not path.exists():
+            raise ResultsError(f"no results database at {self.url}")
+        if path is not None and create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._engine = _engine(parsed)  # ImportError when the driver is not installed
+        except (SQLAlchemyError, ImportError) as exc:
+            raise ResultsError(f"cannot open the results database at {self.url}: {_reason(exc)}") from exc
+        try:
+            self._open(create)
+        except BaseException as exc:
+            self._engine.dispose()
+            if isinstance(exc, SQLAlchemyError):
+                raise ResultsError(f"cannot open the results database at {self.url}: {_reason(exc)}") from exc
+            raise
+
+    def _open(self, create: bool) -> None:
+        with self._engine.connect() as conn:
+            revision = _revision(conn)
+        if revision == SCHEMA_REVISION:
+            return
+        if not create:
+            found = f"schema revision {revision}" if revision else f"no {VERSION_TABLE} table"
+            raise ResultsError(
+                f"{self.url} is not an up-to-date fitgap results database ({found}, expected {SCHEMA_REVISION});"
+                " open it with create=True to create or migrate it"
+            )
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Coordinators starting together on one server migrate one at a time; the lock ends with the
+                # transaction, after which the others see the new revision and skip Alembic.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7146312090)"))
+                revision = _revision(conn)
+            if revision is None and inspect(conn).has_table("trials"):
+                raise ResultsError(
+                    f"{self.url} already has a `trials` table that is not fitgap's (an Optuna storage?);"
+                    " give the results their own database file, database or schema"
+                )
+            if revision != SCHEMA_REVISION:
+                _migrate(conn)
+
+    def write_trial(self, record: TrialRecord) -> None:
+        if record.state not in FINISHED_STATES:
+            raise ResultsError(f"a stored trial must be one of {FINISHED_STATES}, but got {record.state=}")
+        best, final, params = record.best, record.final, record.params
+        row = {
+            "study": record.study,
+            "number": record.number,
+            "state": record.state,
+            "reason": record.reason,
+            "value": _num(record.values[0]) if record.values else None,
+            "values_json": None if record.values is None else json.dumps(list(record.values)),
+            **{name: params.get(name) for name in PARAM_COLUMNS},
+            **{name: record.complexity.get(name) for name in COMPLEXITY},
+            "best_epoch": record.best_epoch,
+            **{f"best_{m}": _num(best.get(m)) for m in METRICS},
+            **{f"final_{m}": _num(final.get(m)) for m in METRICS},
+            "seed": record.seed,
+            "device": record.device,
+            "slot": record.slot,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "duration_s": record.duration_s,
+            "mlflow_run_id": record.mlflow_run_id,
+        }
+        if row["hidden"] is not None:
+            row["hidden"] = json.dumps(list(row["hidden"]))
+        with self._engine.begin() as conn:
+            # Replacing = delete (its params and epochs go by cascade) and insert, in the same transaction.
+            conn.execute(delete(trials).where(trials.c.study == record.study, trials.c.number == record.number))
+            trial_id = conn.execute(insert(trials), row).inserted_primary_key[0]
+            param_rows = [
+                {"trial_id": trial_id, "name": name, "value": json.dumps(value), "value_num": _param_num(value)}
+                for name, value in params.items()
+            ]
+            epoch_rows = [
+                {"trial_id": trial_id, "epoch": e.epoch, **{m: _num(e.metrics.get(m)) for m in METRICS}}
+                for e in record.epochs
+            ]
+            # An empty list would insert one row of defaults: skip instead.
+            if param_rows:
+                conn.execute(insert(trial_params), param_rows)
+            if epoch_rows:
+                conn.execute(insert(epochs), epoch_rows)
+
+    def trials(self, study: str) -> list[dict]:
+        query = select(trials).where(trials.c.study == study).order_by(trials.c.number)
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def epochs(self, study: str, number: int) -> list[dict]:
+        """The epochs of one trial (``epoch`` and the metrics; empty for an unknown trial)."""
+        query = (
+            select(*(c for c in epochs.c if c.name != "trial_id"))
+            .join_from(epochs, trials)
+            .where(trials.c.study == study, trials.c.number == number)
+            .order_by(epochs.c.epoch)
+        )
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def params(self, study: str, number: int) -> dict[str, Any]:
+        """Every param of one trial, decoded (lists come back as lists; empty for an unknown trial)."""
+        query = (
+            select(trial_params.c.name, trial_params.c.value)
+            .join_from(trial_params, trials)
+            .where(trials.c.study == study, trials.c.number == number)
+            .order_by(trial_params.c.name)
+        )
+        with self._engine.connect() as conn:
+            return {name: json.loads(value) for name, value in conn.execute(query)}
+
+    def delete_study(self, study: str) -> int:
+        """Delete a study's trials with their params and epochs; return the number of trials deleted."""
+        with self._engine.begin() as conn:
+            return conn.execute(delete(trials).where(trials.c.study == study)).rowcount
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> ResultsDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _engine(url: URL) -> Engine:
+    engine = create_engine(url, pool_pre_ping=True)
+    if url.get_backend_name() == "sqlite":
+        # SQLite ignores foreign keys, and so ON DELETE CASCADE, unless every connection turns them on.
+        @event.listens_for(engine, "connect")
+        def _foreign_keys(dbapi_connection: Any, _: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    """The file of a SQLite URL, or None for another backend or an in-memory database."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # sqlite:///file:path?mode=ro&uri=true
+        if url.query.get("mode") == "memory":
+            return None
+        database = database.removeprefix("file:").split("?")[0]
+    return Path(database)
+
+
+def _revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+
+def _migrate(conn: Connection) -> None:
+    # Imported here: opening an up-to-date database never loads Alembic.
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()  # no ini file, so no fileConfig(): Alembic leaves the application's logging alone
+    cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _param_num(value: Any) -> float | None:
+    return _num(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the driver's message: short, and free of the URL."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
