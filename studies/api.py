@@ -51,9 +51,11 @@ def validate(spec_or_path: SweepSpec | str | Path | dict) -> tuple[SweepSpec, Da
 
 
 def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, timeout: float | None = None,
-           slots: int | None = None, on_trial: Callable[[TrialRecord], None] | None = None,
+           slots: int | None = None, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
            **store_options) -> Summary:
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
+
+    on_trial(record, used, budget) is called as each trial finishes (used: trials counted against the budget).
 
     store_options: workspace, storage, tracking_uri, results_url (see `Stores.resolve`).
     """

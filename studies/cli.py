@@ -210,15 +210,16 @@ def _wait_until_up(url: str, server: subprocess.Popen, seconds: float = 60) -> b
 
 
 class _Progress:
-    """One line per finished trial, redrawn in place on a terminal."""
+    """A bar of the budget and the latest trial, redrawn in place on a terminal, one line per trial elsewhere."""
 
     def __init__(self):
         self.tty = sys.stderr.isatty()
-        self.started = time.time()
 
-    def __call__(self, record) -> None:
+    def __call__(self, record, used: int, budget: int) -> None:
         value = f"{record.values[0]:.4g}" if record.values else (record.reason or "")
-        line = f"trial {record.number:>4} {record.state:<8} {value}  ({record.duration_s:.1f} s)"
+        filled = round(20 * min(used, budget) / max(budget, 1))
+        line = (f"[{'#' * filled}{'.' * (20 - filled)}] {used}/{budget}  trial {record.number} {record.state} "
+                f"{value} ({record.duration_s:.1f} s)")
         click.echo(("\r\x1b[K" if self.tty else "") + line, err=True, nl=not self.tty)
 
     def done(self) -> None:

@@ -53,12 +53,12 @@ def best_epoch(epochs: list[EpochRecord], metric: str, direction: str) -> EpochR
 
 class Coordinator:
     def __init__(self, handle: StudyHandle, slots: list[Slot], budget: int, timeout: float | None = None,
-                 on_trial: Callable[[TrialRecord], None] | None = None):
+                 on_trial: Callable[[TrialRecord, int, int], None] | None = None):
         self.h = handle
         self.slots = {slot.index: slot for slot in slots}
         self.budget = budget
         self.deadline = time.time() + timeout if timeout else math.inf
-        self.on_trial = on_trial or (lambda record: None)
+        self.on_trial = on_trial or (lambda record, used, budget: None)
         self.events: queue.Queue = queue.Queue()
         self.executors: dict[int, ExecutorProcess] = {}
         self.ready: set[int] = set()
@@ -170,4 +170,4 @@ class Coordinator:
         )
         self.h.record(running.trial, record)
         self.finished.append(record)
-        self.on_trial(record)
+        self.on_trial(record, self.h.used_budget(), self.budget)

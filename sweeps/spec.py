@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from sweeps.dataset_spec import DatasetSpec
 from sweeps.vocabulary import (
-    DATASETS,
     HYPERPARAMETERS,
     LOSS_DEPENDENT_METRICS,
     OBJECTIVE_METRICS,
@@ -78,11 +78,6 @@ def _check_bounds(low, high, log, step):
 
 
 Dimension = Annotated[FloatDim | IntDim | CategoricalDim, Field(discriminator="type")]
-
-
-class DatasetSpec(_Strict):
-    name: Literal[DATASETS]  # type: ignore[valid-type]
-    validation_fraction: float = Field(0.2, gt=0, lt=1)
 
 
 class ModelSpec(_Strict):

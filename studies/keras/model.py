@@ -33,6 +33,13 @@ HEADS: dict[str, Head] = {
     "binary_crossentropy": Head(lambda: keras.losses.BinaryCrossentropy(from_logits=True), keras.ops.sigmoid),
 }
 
+ACTIVATIONS: dict[str, Callable[[Mapping[str, Any]], keras.layers.Layer]] = {
+    "sigmoid": lambda params: keras.layers.Activation("sigmoid"),
+    "tanh": lambda params: keras.layers.Activation("tanh"),
+    "relu": lambda params: keras.layers.ReLU(),
+    "leaky_relu": lambda params: keras.layers.LeakyReLU(negative_slope=float(param(params, "leaky_alpha"))),
+}
+
 REGULARIZERS: dict[str, Callable[[float], keras.regularizers.Regularizer | None]] = {
     "none": lambda weight: None,
     "l1": keras.regularizers.L1,
@@ -66,24 +73,16 @@ def build_model(params: Mapping[str, Any], n_inputs: int) -> keras.Model:
     head(params)  # an unknown loss fails here, before anything is built
     regularizer = _choose(REGULARIZERS, params, "regularizer")
     weight = float(param(params, "regularization_weight"))
-    activation = param(params, "activation")
+    activation = _choose(ACTIVATIONS, params, "activation")
 
-    def dense(units: int, activation: str | None = None) -> keras.layers.Dense:
+    def dense(units: int) -> keras.layers.Dense:
         return keras.layers.Dense(
-            units,
-            activation=activation,
-            kernel_initializer="he_normal",
-            bias_initializer="zeros",
-            kernel_regularizer=regularizer(weight),
+            units, kernel_initializer="he_normal", bias_initializer="zeros", kernel_regularizer=regularizer(weight)
         )
 
     layers: list[keras.layers.Layer] = [keras.Input((n_inputs,))]
     for units in params["hidden"]:
-        if activation == "leaky_relu":
-            # A separate layer: the slope is a hyperparameter, and a Dense activation string would fix it at 0.2.
-            layers += [dense(units), keras.layers.LeakyReLU(negative_slope=float(param(params, "leaky_alpha")))]
-        else:
-            layers.append(dense(units, activation))
+        layers += [dense(units), activation(params)]  # a weightless layer: costs no parameters, no multiply-adds
     layers.append(dense(1))  # linear: a logit or, for mse, the prediction itself
     return keras.Sequential(layers, name="mlp")
 
