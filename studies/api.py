@@ -11,7 +11,7 @@ import optuna
 
 from studies.coordinator import Coordinator
 from studies.keras.datasets import Dataset, load_dataset
-from studies.slots import cpu_slots
+from studies.slots import plan_slots
 from studies.stores import Stores
 from studies.study import StudyHandle, load_study, open_storage
 from sweeps.space import check_sampler
@@ -51,7 +51,7 @@ def validate(spec_or_path: SweepSpec | str | Path | dict) -> tuple[SweepSpec, Da
 
 
 def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, timeout: float | None = None,
-           slots: int | None = None, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
+           gpus: str | None = None, slots_per_gpu: int = 1, cpu_slots: int | None = None, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
            **store_options) -> Summary:
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
 
@@ -62,10 +62,11 @@ def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = 
     if trials is not None and trials <= 0:
         raise SpecError(f"`trials` must be > 0, but got {trials}")
     spec, data = validate(spec_or_path)
+    slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
     stores = Stores.resolve(**store_options)
     started = time.time()
     handle = StudyHandle.open(spec, stores, data.content_hash, trials)
-    coordinator = Coordinator(handle, cpu_slots(slots), handle.budget, timeout, on_trial)
+    coordinator = Coordinator(handle, slots, handle.budget, timeout, on_trial)
     try:
         coordinator.run()
     except KeyboardInterrupt:

@@ -36,12 +36,26 @@ def _store_options(command):
     return command
 
 
+def _slot_options(command):
+    options = [
+        click.option("--gpus", metavar="all|none|0,2", help="GPUs to use, one executor per slot [default: all]."),
+        click.option("--slots-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Executors sharing each GPU (each gets 1/K of its memory)."),
+        click.option("--cpu-slots", type=click.IntRange(min=0),
+                     help="CPU executors [default: none with GPUs, else one per two cores]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _errors_exit_2(command):
     """Library errors -> one line and exit 2 (nothing was written: the library checks before it writes)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from studies.coordinator import ExecutorError
+        from studies.slots import SlotError
         from studies.stores import StoreError
         from sweeps.spec import SpecError
         from tracking.mlflow_sink import TrackingError
@@ -49,7 +63,7 @@ def _errors_exit_2(command):
 
         try:
             return command(*args, **kwargs)
-        except (SpecError, StoreError, TrackingError, ResultsError, ExecutorError) as e:
+        except (SpecError, StoreError, TrackingError, ResultsError, ExecutorError, SlotError) as e:
             click.echo(f"fitgap: error: {e}", err=True)
             sys.exit(EXIT_USAGE)
 
@@ -72,17 +86,18 @@ def main():
 @click.option("--trials", type=click.IntRange(min=1), help="Total trial budget of the study (replaces the stored one).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop starting new trials after this long; running ones finish.")
-@click.option("--cpu-slots", type=click.IntRange(min=1), help="Executor processes [default: one per two cores].")
+@_slot_options
 @_store_options
 @_errors_exit_2
-def launch(spec, trials, timeout, cpu_slots, **kwargs):
+def launch(spec, trials, timeout, gpus, slots_per_gpu, cpu_slots, **kwargs):
     """Create or resume the study of SPEC (a YAML sweep spec) and run it to its trial budget."""
     from studies.api import Interrupted, launch as run
 
     stores = _stores(kwargs)
     progress = _Progress()
     try:
-        summary = run(spec, trials=trials, timeout=timeout, slots=cpu_slots, on_trial=progress, **stores)
+        summary = run(spec, trials=trials, timeout=timeout, gpus=gpus, slots_per_gpu=slots_per_gpu,
+                      cpu_slots=cpu_slots, on_trial=progress, **stores)
     except Interrupted as e:
         progress.done()
         _print_summary(e.summary, stores)
