@@ -44,7 +44,7 @@ def validate(spec_or_path: SweepSpec | str | Path | dict) -> tuple[SweepSpec, Da
     spec = _as_spec(spec_or_path)
     check_sampler(spec)
     try:
-        data = load_dataset(spec.dataset.model_dump())
+        data = load_dataset(spec.dataset.model_dump(), spec.base_dir)
     except (OSError, ValueError) as e:
         raise SpecError(f"`dataset`: {e}") from None
     return spec, data

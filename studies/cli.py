@@ -50,20 +50,19 @@ def _slot_options(command):
 
 
 def _errors_exit_2(command):
-    """Library errors -> one line and exit 2 (nothing was written: the library checks before it writes)."""
+    """User errors -> one line and exit 2 (nothing was written: the library checks before it writes).
+
+    A user error is any exception whose class sets `exit_code = 2` (SpecError, StoreError, ...): matching on that
+    keeps each command from importing every package just to name their errors.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from studies.coordinator import ExecutorError
-        from studies.slots import SlotError
-        from studies.stores import StoreError
-        from sweeps.spec import SpecError
-        from tracking.mlflow_sink import TrackingError
-        from tracking.results import ResultsError
-
         try:
             return command(*args, **kwargs)
-        except (SpecError, StoreError, TrackingError, ResultsError, ExecutorError, SlotError) as e:
+        except Exception as e:
+            if getattr(e, "exit_code", None) != EXIT_USAGE:
+                raise
             click.echo(f"fitgap: error: {e}", err=True)
             sys.exit(EXIT_USAGE)
 

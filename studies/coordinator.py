@@ -30,6 +30,8 @@ HEARTBEAT_S = 10.0
 class ExecutorError(RuntimeError):
     """An executor cannot start at all (a broken install, say): retrying would loop for ever."""
 
+    exit_code = 2
+
 
 @dataclass
 class _Running:
@@ -111,7 +113,8 @@ class Coordinator:
             params = trial_params(self.h.spec, suggest(trial, self.h.spec))
             seed = derive_seed(self.h.spec.seed, "trial", trial.number)
             run_id = self.h.start_trial_run(trial, seed, slot)
-            task = TrialTask(self.h.spec.name, trial.number, params, seed, self.h.spec.dataset.model_dump())
+            task = TrialTask(self.h.spec.name, trial.number, params, seed, self.h.spec.dataset.model_dump(),
+                             str(self.h.spec.base_dir), tuple(zip(self.h.spec.metrics, self.h.spec.directions)))
             self.running[slot.index] = _Running(trial, task, slot, run_id)
             self.executors[slot.index].submit(task)
 

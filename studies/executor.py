@@ -109,9 +109,9 @@ def main() -> None:
         batch: Batch = batches.get()
         for task in batch.tasks:
             try:
-                key = repr(sorted(task.dataset.items()))
+                key = repr((sorted(task.dataset.items()), task.data_dir))
                 if key not in datasets:
-                    datasets[key] = load_dataset(task.dataset)
+                    datasets[key] = load_dataset(task.dataset, Path(task.data_dir))
                 outcome = train(task, datasets[key], on_epoch)
             except Exception as e:  # the trainer reports its own failures; this is the last resort
                 outcome = TrialOutcome(task.number, "FAIL", reason=f"{type(e).__name__}: {e}",

@@ -23,6 +23,8 @@ class TrialTask:
     params: Mapping[str, Any]  # the full params dict (sweeps.space.trial_params): plain data, so any trial can be rebuilt
     seed: int  # training seed: initial weights and batch order
     dataset: Mapping[str, Any]  # the spec's dataset section
+    data_dir: str = "."  # relative data paths resolve against it (the spec file's folder)
+    objective: tuple[tuple[str, str], ...] = ()  # (metric, direction) pairs, e.g. for early stopping
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class TrialOutcome:
     complexity: Mapping[str, int] = field(default_factory=dict)
     reason: str | None = None
     traceback: str | None = None
+    test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, for the trial's MLflow run
 
 
 def send(stream: BinaryIO, message: Any) -> None:

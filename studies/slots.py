@@ -18,6 +18,8 @@ from typing import Mapping
 class SlotError(ValueError):
     """A slot option asks for something this machine does not have."""
 
+    exit_code = 2
+
 
 @dataclass(frozen=True)
 class Slot:

@@ -20,6 +20,8 @@ DEFAULT_WORKSPACE = "fitgap-data"
 class StoreError(Exception):
     """A store cannot be opened, or holds no such study."""
 
+    exit_code = 2
+
 
 @dataclass(frozen=True)
 class Stores:

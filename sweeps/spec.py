@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError, model_validator
 
 from sweeps.dataset_spec import DatasetSpec
 from sweeps.vocabulary import (
@@ -23,6 +23,8 @@ from sweeps.vocabulary import (
 
 class SpecError(ValueError):
     """A spec (or its data) is invalid: nothing has been created, nothing runs."""
+
+    exit_code = 2  # the CLI prints such errors as one line and exits with this code
 
 
 class _Strict(BaseModel):
@@ -109,6 +111,7 @@ class SweepSpec(_Strict):
     search: dict[str, Dimension] = {}
     params: dict[str, Any] = {}
     enqueue: list[dict[str, Any]] = []
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # relative data paths resolve against it
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -138,6 +141,11 @@ class SweepSpec(_Strict):
                         "metric such as val_bce or val_accuracy"
                     )
         return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The spec file's folder (the current one for a spec given as data)."""
+        return self._base_dir
 
     @property
     def directions(self) -> list[str]:
@@ -188,7 +196,9 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec is a mapping of fields, but got {type(data).__name__}")
-    return parse_spec(data, source=str(path))
+    spec = parse_spec(data, source=str(path))
+    spec._base_dir = path.resolve().parent
+    return spec
 
 
 def parse_spec(data: dict, source: str = "spec") -> SweepSpec:

@@ -28,6 +28,8 @@ _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100  # log_batch limits
 class TrackingError(Exception):
     """MLflow cannot take this study (for example, its experiment was deleted)."""
 
+    exit_code = 2
+
 
 @dataclass(frozen=True)
 class StudyRun:

@@ -125,6 +125,8 @@ class ResultsError(Exception):
     Failures of the database itself while writing or reading are SQLAlchemy's own errors.
     """
 
+    exit_code = 2
+
 
 def redact(url: str) -> str:
     """`url` with any password (in the user part or a ``password=`` query parameter) replaced by ``***``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -43,7 +44,7 @@ def _dot() -> tuple[np.ndarray, np.ndarray, str]:
 LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray, str]]] = {"dot": _dot}
 
 
-def load_dataset(section: Mapping) -> Dataset:
+def load_dataset(section: Mapping, base_dir: Path | None = None) -> Dataset:
     """The spec's dataset section (e.g. ``{"name": "dot", "validation_fraction": 0.2}``) as a split `Dataset`."""
     name = section.get("name")
     if name not in LOADERS:
