@@ -9,14 +9,16 @@ from typing import Any, Callable
 
 import optuna
 
-from studies.coordinator import Coordinator
+from studies.coordinator import MAX_TRIALS_PER_EXECUTOR, Coordinator
 from studies.keras.datasets import Dataset, load_dataset
 from studies.slots import plan_slots
 from studies.stores import Stores
-from studies.study import StudyHandle, load_study, open_storage
+from studies.study import StudyHandle, load_study, open_storage, stored_spec
 from sweeps.space import check_sampler
-from sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
+from sweeps.spec import SpecError, SweepSpec, check_builder, load_spec, parse_spec
+from tracking.mlflow_sink import MlflowSink
 from tracking.records import TrialRecord
+from tracking.results import ResultsDB
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,11 @@ class Interrupted(Exception):
         self.summary = summary
 
 
-def validate(spec_or_path: SweepSpec | str | Path | dict) -> tuple[SweepSpec, Dataset]:
-    """Check a spec and its data; create nothing."""
+def validate(spec_or_path: SweepSpec | str | Path | dict, allow_builder: bool = False) -> tuple[SweepSpec, Dataset]:
+    """Check a spec and its data; create nothing. A spec naming a `model.builder` needs allow_builder=True."""
     spec = _as_spec(spec_or_path)
     check_sampler(spec)
+    check_builder(spec, allow_builder)
     try:
         data = load_dataset(spec.dataset.model_dump(), spec.base_dir)
     except (OSError, ValueError) as e:
@@ -51,22 +54,70 @@ def validate(spec_or_path: SweepSpec | str | Path | dict) -> tuple[SweepSpec, Da
 
 
 def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, timeout: float | None = None,
-           gpus: str | None = None, slots_per_gpu: int = 1, cpu_slots: int | None = None, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
-           **store_options) -> Summary:
+           gpus: str | None = None, slots_per_gpu: int = 1, cpu_slots: int | None = None, retries: int = 1,
+           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, allow_builder: bool = False,
+           on_trial: Callable[[TrialRecord, int, int], None] | None = None, **store_options) -> Summary:
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
 
-    on_trial(record, used, budget) is called as each trial finishes (used: trials counted against the budget).
-
-    store_options: workspace, storage, tracking_uri, results_url (see `Stores.resolve`).
+    gpus, slots_per_gpu, cpu_slots: see `studies.slots.plan_slots`. retries: how often a trial whose executor or
+    coordinator died is retried with the same params. on_trial(record, used, budget) is called as each trial
+    finishes. store_options: workspace, storage, tracking_uri, results_url (see `Stores.resolve`).
     """
     if trials is not None and trials <= 0:
         raise SpecError(f"`trials` must be > 0, but got {trials}")
-    spec, data = validate(spec_or_path)
+    spec, data = validate(spec_or_path, allow_builder)
     slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
     stores = Stores.resolve(**store_options)
-    started = time.time()
+    StudyHandle.check(spec, stores, data.content_hash)
+    with stores.coordinator_lock():
+        handle = StudyHandle.open(spec, stores, data.content_hash, trials)
+        return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, on_trial))
+
+
+def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = None, gpus: str | None = None,
+           slots_per_gpu: int = 1, cpu_slots: int | None = None, retries: int = 1,
+           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR,
+           on_trial: Callable[[TrialRecord, int, int], None] | None = None, **store_options) -> Summary:
+    """Join an existing study (from another machine): its spec comes from the storage, its data from `data_dir`."""
+    stores = Stores.resolve(**store_options)
+    study = load_study(name, stores)
+    spec = stored_spec(study, Path(data_dir))
+    _, data = validate(spec)
+    slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
+    StudyHandle.check(spec, stores, data.content_hash)
+    with stores.coordinator_lock():
+        handle = StudyHandle.open(spec, stores, data.content_hash)
+        return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, on_trial))
+
+
+def create(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, **store_options) -> Summary:
+    """Create (or check) the spec's study without running trials: workers on other machines join it."""
+    spec, data = validate(spec_or_path)
+    stores = Stores.resolve(**store_options)
+    StudyHandle.check(spec, stores, data.content_hash)
     handle = StudyHandle.open(spec, stores, data.content_hash, trials)
-    coordinator = Coordinator(handle, slots, handle.budget, timeout, on_trial)
+    handle.close()
+    return _summary(handle.study, handle=handle)
+
+
+def stop(name: str, **store_options) -> None:
+    """Ask every coordinator of the study, on any machine, to finish its running trials and exit."""
+    study = load_study(name, Stores.resolve(**store_options))
+    study.set_user_attr("fitgap.stop", True)
+
+
+def delete(name: str, **store_options) -> None:
+    """Remove a study from the Optuna storage, MLflow and the results database."""
+    stores = Stores.resolve(**store_options)
+    load_study(name, stores)  # an unknown study is an error, before anything is deleted
+    optuna.delete_study(study_name=name, storage=open_storage(stores.storage))
+    MlflowSink(stores.tracking_uri, stores.artifact_root).delete_study(name)
+    with ResultsDB(stores.results_url) as results:
+        results.delete_study(name)
+
+
+def _run(handle: StudyHandle, coordinator: Coordinator) -> Summary:
+    started = time.time()
     try:
         coordinator.run()
     except KeyboardInterrupt:

@@ -43,6 +43,12 @@ def _slot_options(command):
                      help="Executors sharing each GPU (each gets 1/K of its memory)."),
         click.option("--cpu-slots", type=click.IntRange(min=0),
                      help="CPU executors [default: none with GPUs, else one per two cores]."),
+        click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+                     help="Retries of a trial whose executor or coordinator died."),
+        click.option("--max-trials-per-executor", type=click.IntRange(min=1), default=100, show_default=True,
+                     help="Replace an executor after this many trainings (bounds memory creep)."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                     help="Stop starting new trials after this long; running ones finish."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -83,20 +89,79 @@ def main():
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--trials", type=click.IntRange(min=1), help="Total trial budget of the study (replaces the stored one).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Stop starting new trials after this long; running ones finish.")
+@click.option("--allow-builder", is_flag=True, help="Let the spec's `model.builder` import and run your module.")
 @_slot_options
 @_store_options
 @_errors_exit_2
-def launch(spec, trials, timeout, gpus, slots_per_gpu, cpu_slots, **kwargs):
+def launch(spec, trials, **kwargs):
     """Create or resume the study of SPEC (a YAML sweep spec) and run it to its trial budget."""
-    from studies.api import Interrupted, launch as run
+    from studies.api import launch as run
 
     stores = _stores(kwargs)
+    _run_coordinator(lambda progress: run(spec, trials=trials, on_trial=progress, **kwargs, **stores), stores)
+
+
+@main.command()
+@click.argument("study")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where the study's relative data paths resolve on this machine.")
+@_slot_options
+@_store_options
+@_errors_exit_2
+def worker(study, **kwargs):
+    """Join STUDY from another machine (shared storage, results database and MLflow server) and run its trials."""
+    from studies.api import worker as run
+
+    stores = _stores(kwargs)
+    _run_coordinator(lambda progress: run(study, on_trial=progress, **kwargs, **stores), stores)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), help="Total trial budget of the study.")
+@_store_options
+@_errors_exit_2
+def create(spec, trials, **kwargs):
+    """Create the study of SPEC without running trials (workers join it with `fitgap worker`)."""
+    from studies.api import create as make
+
+    summary = make(spec, trials=trials, **_stores(kwargs))
+    click.echo(f"study {summary.study}: budget {summary.budget}; join it with `fitgap worker {summary.study}`")
+
+
+@main.command()
+@click.argument("study")
+@_store_options
+@_errors_exit_2
+def stop(study, **kwargs):
+    """Ask every coordinator of STUDY, on any machine, to finish its running trials and exit."""
+    from studies.api import stop as request
+
+    request(study, **_stores(kwargs))
+    click.echo(f"study {study}: stop requested; coordinators finish their running trials, then exit")
+
+
+@main.command()
+@click.argument("study")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_store_options
+@_errors_exit_2
+def delete(study, yes, **kwargs):
+    """Remove STUDY from the Optuna storage, MLflow and the results database."""
+    from studies.api import delete as remove
+
+    if not yes:
+        click.confirm(f"Delete study {study!r} and all its trials, runs and results?", abort=True)
+    remove(study, **_stores(kwargs))
+    click.echo(f"study {study}: deleted")
+
+
+def _run_coordinator(run, stores: dict) -> None:
+    from studies.api import Interrupted
+
     progress = _Progress()
     try:
-        summary = run(spec, trials=trials, timeout=timeout, gpus=gpus, slots_per_gpu=slots_per_gpu,
-                      cpu_slots=cpu_slots, on_trial=progress, **stores)
+        summary = run(progress)
     except Interrupted as e:
         progress.done()
         _print_summary(e.summary, stores)
@@ -108,12 +173,14 @@ def launch(spec, trials, timeout, gpus, slots_per_gpu, cpu_slots, **kwargs):
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--allow-builder", is_flag=True, help="Let the spec's `model.builder` module be found (and its package "
+              "imported).")
 @_errors_exit_2
-def validate(spec):
+def validate(spec, allow_builder):
     """Check SPEC and its data without creating anything."""
     from studies.api import validate as check
 
-    parsed, data = check(spec)
+    parsed, data = check(spec, allow_builder)
     click.echo(f"{spec}: ok — study {parsed.name!r}, {len(parsed.search)} searched dimensions, "
                f"{len(data.x_train)} training and {len(data.x_val)} validation samples")
 
@@ -264,6 +331,48 @@ def _best_text(summary) -> str:
 
 def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@main.command()
+@click.argument("study", required=False)
+@click.option("--where", metavar="EXPR",
+              help="Filter, e.g. \"regularizer = 'l2' and best_gap < 0.02\": = != < <= > >=, in (...), is [not] null, "
+                   "and/or/not, parentheses; strings in single quotes.")
+@click.option("--order-by", metavar="COL", help="Sort key: COL, -COL or 'COL desc' (comma-separated for several).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
+@click.option("--columns", metavar="A,B,C", help="Columns to show [default: a readable set for table, all for csv/json].")
+@click.option("--sql", metavar="SELECT", help="One reading SQL statement over the results database instead of a STUDY.")
+@click.option("--format", "format_", default="table", show_default=True, metavar="table|csv|json",
+              help="Output format.")
+@_store_options
+@_errors_exit_2
+def query(study, where, order_by, limit, columns, sql, format_, **kwargs):
+    """Print a study's trials from the results database (filtered, sorted), or the rows of a read-only --sql."""
+    from studies.stores import Stores
+    from tracking.query import query_text
+
+    names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    text = query_text(Stores.resolve(**_stores(kwargs)).results_url, study, sql=sql, where=where,
+                      order_by=order_by, limit=limit, columns=names, format=format_)
+    click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("study")
+@click.option("--format", "format_", required=True, metavar="csv|parquet", help="File format.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output file [default: ./STUDY.FORMAT].")
+@_store_options
+@_errors_exit_2
+def export(study, format_, out, **kwargs):
+    """Write every trial of STUDY in the results database to a CSV or Parquet file."""
+    import re
+
+    from studies.stores import Stores
+    from tracking.query import export as write
+
+    out = out or f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study)}.{format_}"
+    rows = write(Stores.resolve(**_stores(kwargs)).results_url, study, out, format_)
+    click.echo(f"wrote {rows} trials of {study} to {out}")
 
 
 if __name__ == "__main__":

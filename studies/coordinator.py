@@ -1,15 +1,21 @@
 """The coordinator: the one process per machine that writes storage.
 
-It asks Optuna for trials, hands them to executor processes (one per slot), collects their epoch records and
-outcomes as events, and for each finished trial writes MLflow and the results database and then tells Optuna.
-Telling last means a coordinator killed mid-write leaves the trial RUNNING, to be failed by the heartbeat check,
-never COMPLETE without its records.
+It asks Optuna for trials, hands their trainings to executor processes (one per slot), and reacts to events: epoch
+records (reported to the pruner at its epochs), outcomes, executors that die, Ctrl-C. For each finished trial it
+writes MLflow and the results database and then tells Optuna. Telling last means a coordinator killed mid-write
+leaves the trial RUNNING, to be failed (and retried) by the heartbeat check, never COMPLETE without its records.
+
+A trial is `repeats` trainings with different seeds, possibly on different slots; its record holds their mean.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import queue
+import signal
+import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,11 +26,13 @@ from studies.executor import Died, ExecutorProcess
 from studies.protocol import Ready, TrialOutcome, TrialTask
 from studies.slots import Slot
 from studies.study import StudyHandle, derive_seed
+from sweeps.pruning import report_epochs
 from sweeps.space import suggest, trial_params
 from sweeps.vocabulary import COMPLEXITY_METRICS
 from tracking.records import EpochRecord, TrialRecord
 
-HEARTBEAT_S = 10.0
+HEARTBEAT_S = float(os.environ.get("FITGAP_HEARTBEAT_S", "10"))  # how often running trials prove they live
+MAX_TRIALS_PER_EXECUTOR = 100  # then the executor is replaced: Keras leaks ~1 MiB per trial
 
 
 class ExecutorError(RuntimeError):
@@ -34,14 +42,26 @@ class ExecutorError(RuntimeError):
 
 
 @dataclass
-class _Running:
+class _Trial:
     trial: optuna.Trial
-    task: TrialTask
-    slot: Slot
+    params: dict
     run_id: str
     started_at: float = field(default_factory=time.time)
+    done: dict[int, tuple[list[EpochRecord], TrialOutcome]] = field(default_factory=dict)  # by repeat
+    failure: TrialOutcome | None = None  # the first training that failed fails the trial
+
+
+@dataclass
+class _Training:
+    """One training of one trial, running on one slot."""
+
+    trial: _Trial
+    task: TrialTask
+    slot: int
+    device: str
+    started_at: float = field(default_factory=time.time)
     epochs: list[EpochRecord] = field(default_factory=list)
-    stop_reason: str | None = None  # set when the coordinator asked the executor to stop the trial
+    stop_reason: str | None = None  # set when the coordinator asked the executor to stop it
 
 
 def best_epoch(epochs: list[EpochRecord], metric: str, direction: str) -> EpochRecord | None:
@@ -53,124 +73,268 @@ def best_epoch(epochs: list[EpochRecord], metric: str, direction: str) -> EpochR
     return choose(finite, key=lambda e: e.metrics[metric])
 
 
+def mean_curves(runs: list[list[EpochRecord]]) -> list[EpochRecord]:
+    """Epoch by epoch, the mean of each metric over the runs that reached that epoch."""
+    if len(runs) == 1:
+        return runs[0]
+    by_epoch: dict[int, list[EpochRecord]] = {}
+    for run in runs:
+        for record in run:
+            by_epoch.setdefault(record.epoch, []).append(record)
+    return [EpochRecord(group[0].trial, epoch, {k: statistics.fmean(r.metrics[k] for r in group)
+                                                for k in group[0].metrics})
+            for epoch, group in sorted(by_epoch.items())]
+
+
 class Coordinator:
-    def __init__(self, handle: StudyHandle, slots: list[Slot], budget: int, timeout: float | None = None,
+    def __init__(self, handle: StudyHandle, slots: list[Slot], timeout: float | None = None,
+                 retries: int = 1, max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR,
                  on_trial: Callable[[TrialRecord, int, int], None] | None = None):
         self.h = handle
+        self.spec = handle.spec
         self.slots = {slot.index: slot for slot in slots}
-        self.budget = budget
         self.deadline = time.time() + timeout if timeout else math.inf
+        self.retries = retries
+        self.max_trials_per_executor = max_trials_per_executor
         self.on_trial = on_trial or (lambda record, used, budget: None)
+        self.decide_at = report_epochs(self.spec.pruner, self.spec.epochs)
         self.events: queue.Queue = queue.Queue()
         self.executors: dict[int, ExecutorProcess] = {}
-        self.ready: set[int] = set()
+        self.devices: dict[int, str] = {}  # slot -> device its executor reported when ready
+        self.trained: dict[int, int] = {}  # slot -> trainings done by its current executor
         self.idle: set[int] = set()
-        self.running: dict[int, _Running] = {}  # by slot index
+        self.running: dict[int, _Training] = {}  # by slot
+        self.waiting: list[tuple[_Trial, int]] = []  # repeats of asked trials that no slot has taken yet
+        self.trials: dict[int, _Trial] = {}  # unfinished trials by number
         self.finished: list[TrialRecord] = []
+        self.stopping = False  # `fitgap stop`, the timeout or Ctrl-C: no new trials
 
     def run(self) -> list[TrialRecord]:
-        """Run trials until the budget (or the timeout) is reached; return the records this launch finished."""
+        """Run trials until the budget is used (or the timeout, or a stop); return the records this launch wrote."""
+        previous = self._catch_sigint()
         try:
-            self.h.fail_stale_trials()
+            self.h.fail_stale_trials(self.retries)
             if self._remaining() > 0:
                 for slot in self.slots.values():
                     self._start_executor(slot)
             last_beat = time.time()
             while self.executors:
                 self._dispatch()
-                if not self.running and (self._remaining() <= 0 or time.time() >= self.deadline):
+                if not self.running and (self.stopping or self._remaining() <= 0):
                     break
                 try:
-                    index, message = self.events.get(timeout=HEARTBEAT_S)
-                    self._handle(index, message)
+                    self._handle(*self.events.get(timeout=self._next_wakeup()))
                 except queue.Empty:
                     pass
+                self._enforce_trial_timeout()
                 if time.time() - last_beat >= HEARTBEAT_S:
-                    self.h.heartbeat([r.trial for r in self.running.values()])
+                    self.h.heartbeat([t.trial for t in self.trials.values()])
+                    self.stopping = self.stopping or self.h.stop_requested()
                     last_beat = time.time()
         except KeyboardInterrupt:
-            for running in list(self.running.values()):
-                self.executors[running.slot.index].close(kill=True)
-                self._finish(running, TrialOutcome(running.task.number, "FAIL", reason="interrupted"))
+            self.stopping = True
+            for executor in self.executors.values():
+                executor.close(kill=True)
+            self.waiting.clear()
+            for index in list(self.running):
+                training = self.running.pop(index)
+                training.stop_reason = "interrupted"
+                self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason="interrupted"))
             raise
         finally:
             for executor in self.executors.values():
-                executor.close()
+                executor.close(kill=True)
             self.executors.clear()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return self.finished
 
+    # -- asking and dispatching -------------------------------------------------------------------------------------
+
     def _remaining(self) -> int:
-        return self.budget - self.h.used_budget() - len(self.running)
+        return self.h.remaining()
+
+    def _dispatch(self) -> None:
+        while self.idle and not self.stopping:
+            if time.time() >= self.deadline:
+                self.stopping = True
+                return
+            if not self.waiting:
+                self._ask()
+                if not self.waiting:
+                    return
+            trial, repeat = self.waiting.pop(0)
+            index = self.idle.pop()
+            seed = derive_seed(self.spec.seed, "trial", trial.trial.number, *([repeat] if repeat else []))
+            task = TrialTask(self.spec.name, trial.trial.number, trial.params, seed, self.spec.dataset.model_dump(),
+                             str(self.spec.base_dir), tuple(zip(self.spec.metrics, self.spec.directions)),
+                             self.decide_at, repeat)
+            self.running[index] = _Training(trial, task, index, self.devices[index])
+            self.executors[index].submit(task)
+
+    def _ask(self) -> None:
+        with self.h.asking():  # several coordinators on one server: the budget check and the ask are one step
+            self.h.fail_stale_trials(self.retries)
+            if self.h.stop_requested():
+                self.stopping = True
+            if self.stopping or self.h.remaining() <= 0:
+                return
+            trial = self.h.study.ask()
+        params = trial_params(self.spec, suggest(trial, self.spec))
+        seed = derive_seed(self.spec.seed, "trial", trial.number)
+        run_id = self.h.start_trial_run(trial, seed, self.spec.repeats)
+        self.trials[trial.number] = _Trial(trial, params, run_id)
+        self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
+
+    # -- events -----------------------------------------------------------------------------------------------------
+
+    def _handle(self, index, message) -> None:
+        if index == "interrupt":
+            raise KeyboardInterrupt
+        training = self.running.get(index)
+        if isinstance(message, Ready):
+            self.devices[index] = message.device
+            self.idle.add(index)
+        elif isinstance(message, EpochRecord):
+            training.epochs.append(message)
+            if message.epoch in self.decide_at:
+                self._decide(index, training, message)
+        elif isinstance(message, TrialOutcome):
+            del self.running[index]
+            self.trained[index] = self.trained.get(index, 0) + 1
+            if self.trained[index] >= self.max_trials_per_executor:
+                self._recycle(index)
+            else:
+                self.idle.add(index)
+            self._training_done(training, message)
+        elif isinstance(message, Died):
+            self._executor_died(index, message.returncode)
+
+    def _decide(self, index: int, training: _Training, record: EpochRecord) -> None:
+        """Report the objective at a pruner epoch; the executor waits for the answer."""
+        trial = training.trial.trial
+        prune = False
+        if self.spec.repeats == 1 and len(self.spec.objective) == 1:
+            trial.report(record.metrics[self.spec.metrics[0]], step=record.epoch + 1)
+            prune = trial.should_prune()
+        if prune:
+            training.stop_reason = f"pruned at epoch {record.epoch}"
+        self.executors[index].decide(trial.number, record.epoch, prune)
+
+    def _executor_died(self, index: int, returncode: int | None) -> None:
+        self.executors.pop(index).close()
+        self.idle.discard(index)
+        if index not in self.devices:
+            log = self.h.stores.workspace / "logs" / f"executor-{index}.log"
+            raise ExecutorError(f"the executor of slot {index} exited (code {returncode}) before it was ready: "
+                                f"see {log}")
+        training = self.running.pop(index, None)
+        if training:
+            reason = training.stop_reason or f"executor died (exit code {returncode})"
+            self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason),
+                                retry=training.stop_reason is None)
+        if not self.stopping:
+            self._start_executor(self.slots[index])
+
+    def _enforce_trial_timeout(self) -> None:
+        """Ask an over-time training to stop after its epoch; kill its executor if it does not within the grace."""
+        limit = self.spec.trial_timeout
+        if limit is None:
+            return
+        now = time.time()
+        for index, training in list(self.running.items()):
+            over = now - training.trial.started_at - limit
+            if over > 0 and training.stop_reason is None:
+                training.stop_reason = f"trial timeout ({limit:g} s) exceeded"
+                self.executors[index].stop(training.task.number, training.stop_reason)
+            elif over > max(30.0, limit):
+                self.executors[index].close(kill=True)  # its reader posts Died, which fails the trial
+
+    def _next_wakeup(self) -> float:
+        wakeup = HEARTBEAT_S
+        if self.spec.trial_timeout is not None and self.running:
+            first = min(t.trial.started_at for t in self.running.values())
+            wakeup = min(wakeup, max(0.05, first + self.spec.trial_timeout - time.time()))
+        return wakeup
+
+    # -- finishing --------------------------------------------------------------------------------------------------
+
+    def _training_done(self, training: _Training, outcome: TrialOutcome, retry: bool = False) -> None:
+        trial = training.trial
+        if training.stop_reason and outcome.state == "PRUNED":
+            state = "PRUNED" if training.stop_reason.startswith("pruned") else "FAIL"
+            outcome = TrialOutcome(outcome.number, state, outcome.complexity, training.stop_reason, None,
+                                   outcome.test_metrics, outcome.artifacts)
+        trial.done[training.task.repeat] = (training.epochs, outcome)
+        if outcome.state != "COMPLETE" and trial.failure is None:
+            trial.failure = outcome
+            self.waiting = [(t, r) for t, r in self.waiting if t is not trial]  # no point training the rest
+        if any(t.trial is trial for t in self.running.values()) or any(t is trial for t, _ in self.waiting):
+            return  # other repeats of this trial are still training
+        self._record(trial, training, retry)
+
+    def _record(self, trial: _Trial, training: _Training, retry: bool) -> None:
+        del self.trials[trial.trial.number]
+        done = [trial.done[r] for r in sorted(trial.done)]
+        outcome = trial.failure or done[0][1]
+        epochs = mean_curves([e for e, _ in done])
+        values = value_std = best = None
+        if trial.failure is None:
+            best = best_epoch(epochs, self.spec.metrics[0], self.spec.directions[0])
+            per_repeat = [self._values(e, o) for e, o in done]
+            values = tuple(statistics.fmean(v[i] for v in per_repeat) for i in range(len(self.spec.metrics)))
+            value_std = statistics.pstdev(v[0] for v in per_repeat) if len(per_repeat) > 1 else None
+        test_metrics = {k: statistics.fmean(o.test_metrics[k] for _, o in done if k in o.test_metrics)
+                        for k in done[0][1].test_metrics}
+        artifacts = dict(outcome.artifacts)
+        if outcome.traceback:
+            artifacts["traceback.txt"] = outcome.traceback.encode()
+        record = TrialRecord(
+            study=self.spec.name,
+            number=trial.trial.number,
+            state=outcome.state if trial.failure else "COMPLETE",
+            params=trial.params,
+            values=values,
+            best_epoch=best.epoch if best else None,
+            epochs=tuple(epochs),
+            complexity={k: v for k, v in outcome.complexity.items() if isinstance(v, int)},
+            seed=derive_seed(self.spec.seed, "trial", trial.trial.number),  # of the first repeat
+            device=training.device,
+            slot=training.slot,
+            started_at=trial.started_at,
+            finished_at=time.time(),
+            reason=outcome.reason if trial.failure else None,
+            mlflow_run_id=trial.run_id,
+            artifacts=artifacts,
+            repeats=self.spec.repeats,
+            value_std=value_std,
+            test_metrics=test_metrics,
+        )
+        attempt = trial.trial.user_attrs.get("fitgap.attempt", 0)
+        self.h.record(trial.trial, record, retry=retry and attempt < self.retries)
+        self.finished.append(record)
+        self.on_trial(record, self.h.used_budget(), self.h.budget)
+
+    def _values(self, epochs: list[EpochRecord], outcome: TrialOutcome) -> list[float]:
+        best = best_epoch(epochs, self.spec.metrics[0], self.spec.directions[0])
+        metrics = {**best.metrics, **outcome.complexity}
+        return [float(metrics[m]) for m in self.spec.metrics]
+
+    # -- executors --------------------------------------------------------------------------------------------------
 
     def _start_executor(self, slot: Slot) -> None:
         log = self.h.stores.workspace / "logs" / f"executor-{slot.index}.log"
         self.executors[slot.index] = ExecutorProcess(slot, self.events, log)
+        self.trained[slot.index] = 0
 
-    def _dispatch(self) -> None:
-        while self.idle and time.time() < self.deadline and self._remaining() > 0:
-            slot = self.slots[self.idle.pop()]
-            trial = self.h.study.ask()
-            params = trial_params(self.h.spec, suggest(trial, self.h.spec))
-            seed = derive_seed(self.h.spec.seed, "trial", trial.number)
-            run_id = self.h.start_trial_run(trial, seed, slot)
-            task = TrialTask(self.h.spec.name, trial.number, params, seed, self.h.spec.dataset.model_dump(),
-                             str(self.h.spec.base_dir), tuple(zip(self.h.spec.metrics, self.h.spec.directions)))
-            self.running[slot.index] = _Running(trial, task, slot, run_id)
-            self.executors[slot.index].submit(task)
+    def _recycle(self, index: int) -> None:
+        """Replace an executor that has trained its share, so that memory cannot creep."""
+        self.executors.pop(index).close()
+        self.devices.pop(index, None)
+        self._start_executor(self.slots[index])
 
-    def _handle(self, index: int, message) -> None:
-        running = self.running.get(index)
-        if isinstance(message, Ready):
-            self.ready.add(index)
-            self.idle.add(index)
-        elif isinstance(message, EpochRecord):
-            running.epochs.append(message)
-        elif isinstance(message, TrialOutcome):
-            self.idle.add(index)
-            self._finish(running, message)
-        elif isinstance(message, Died):
-            self.executors.pop(index).close()
-            self.idle.discard(index)
-            if index not in self.ready:
-                log = self.h.stores.workspace / "logs" / f"executor-{index}.log"
-                raise ExecutorError(f"the executor of slot {index} exited (code {message.returncode}) before "
-                                    f"it was ready: see {log}")
-            self.ready.discard(index)
-            if running:
-                reason = f"executor died (exit code {message.returncode})"
-                self._finish(running, TrialOutcome(running.task.number, "FAIL", reason=reason))
-            if self._remaining() > 0:
-                self._start_executor(self.slots[index])
-
-    def _finish(self, running: _Running, outcome: TrialOutcome) -> None:
-        del self.running[running.slot.index]
-        state, reason = outcome.state, outcome.reason
-        if state == "PRUNED" and running.stop_reason:
-            state, reason = ("FAIL" if running.stop_reason == "interrupted" else "PRUNED"), running.stop_reason
-        spec = self.h.spec
-        best = best_epoch(running.epochs, spec.metrics[0], spec.directions[0]) if state == "COMPLETE" else None
-        values = None
-        if best is not None:
-            metrics = {**best.metrics, **outcome.complexity}
-            values = tuple(float(metrics[m]) for m in spec.metrics)
-        record = TrialRecord(
-            study=spec.name,
-            number=running.task.number,
-            state=state,
-            params=running.task.params,
-            values=values,
-            best_epoch=best.epoch if best else None,
-            epochs=tuple(running.epochs),
-            complexity={k: v for k, v in outcome.complexity.items() if k in COMPLEXITY_METRICS},
-            seed=running.task.seed,
-            device=running.slot.device,
-            slot=running.slot.index,
-            started_at=running.started_at,
-            finished_at=time.time(),
-            reason=reason,
-            mlflow_run_id=running.run_id,
-            artifacts={"traceback.txt": outcome.traceback.encode()} if outcome.traceback else {},
-        )
-        self.h.record(running.trial, record)
-        self.finished.append(record)
-        self.on_trial(record, self.h.used_budget(), self.budget)
+    def _catch_sigint(self):
+        """Ctrl-C wakes the loop instead of raising wherever it is (say, in the middle of a storage write)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signal.SIGINT, lambda *_: self.events.put(("interrupt", None)))

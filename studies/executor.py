@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from studies.protocol import Batch, Ready, Stop, TrialOutcome, TrialTask, receive, send
+from studies.protocol import Batch, Decision, Ready, Stop, TrialOutcome, TrialTask, receive, send
 from studies.slots import Slot
 
 
@@ -58,6 +58,9 @@ class ExecutorProcess:
     def stop(self, number: int, reason: str) -> None:
         self._send(Stop(number, reason))
 
+    def decide(self, number: int, epoch: int, stop: bool) -> None:
+        self._send(Decision(number, epoch, stop))
+
     def _send(self, message: Any) -> None:
         try:
             send(self.process.stdin, message)
@@ -78,41 +81,74 @@ class ExecutorProcess:
             self.process.wait()
 
 
+def pin_device(tf=None) -> str:
+    """The device this process was pinned to by its environment; on a real GPU slot, check that it sees exactly
+    that GPU and cap its memory when the card is shared (a logical device, before the first op)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if not visible:
+        return "cpu"
+    if tf is None or "FITGAP_FAKE_GPUS" in os.environ:  # fake GPUs (tests): pinned by environment, run on CPU
+        return f"gpu:{visible}"
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) != 1:
+        raise SystemExit(f"slot pinned to GPU {visible} sees {len(gpus)} GPUs")
+    memory = os.environ.get("FITGAP_GPU_MEMORY_MB")
+    if memory:
+        tf.config.set_logical_device_configuration(gpus[0], [tf.config.LogicalDeviceConfiguration(int(memory))])
+    return f"gpu:{visible}"
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol owns the real stdout; anything TensorFlow or a user prints goes to stderr (the slot's log).
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     stops: set[int] = set()  # trials the coordinator asked to end after their current epoch
+    decided: dict[int, int] = {}  # trial -> last epoch the coordinator decided on
+    answered = threading.Condition()
     batches: queue.Queue = queue.Queue()
 
     def read_input() -> None:
         while (message := receive(sys.stdin.buffer)) is not None:
-            if isinstance(message, Stop):
-                stops.add(message.number)
+            if isinstance(message, (Stop, Decision)):
+                with answered:
+                    if isinstance(message, Decision):
+                        decided[message.number] = message.epoch
+                    if isinstance(message, Stop) or message.stop:
+                        stops.add(message.number)
+                    answered.notify_all()
             else:
                 batches.put(message)
         os._exit(0)  # the coordinator is gone or done: stop at once, mid-trial or not
 
-    from studies.keras.datasets import load_dataset
-    from studies.keras.train import train  # imports TensorFlow: once per process
+    import tensorflow as tf
 
+    from studies.keras.datasets import load_dataset
+    from studies.keras.train import train
+
+    device = pin_device(tf)
     threading.Thread(target=read_input, daemon=True).start()
-    send(out, Ready(os.getpid(), os.environ.get("FITGAP_DEVICE", "cpu")))
+    send(out, Ready(os.getpid(), device))
     datasets: dict[str, Any] = {}
 
-    def on_epoch(record) -> bool:
-        send(out, record)
-        return record.trial in stops
+    def run(task: TrialTask) -> TrialOutcome:
+        def on_epoch(record) -> bool:
+            send(out, record)
+            if record.epoch in task.decide_at:  # wait for the pruner: the same epochs decide on every run
+                with answered:
+                    answered.wait_for(lambda: task.number in stops or decided.get(task.number, -1) >= record.epoch)
+            return task.number in stops
+
+        key = repr((sorted(task.dataset.items()), task.data_dir))
+        if key not in datasets:
+            datasets[key] = load_dataset(task.dataset, Path(task.data_dir))
+        return train(task, datasets[key], on_epoch)
 
     while True:
         batch: Batch = batches.get()
         for task in batch.tasks:
             try:
-                key = repr((sorted(task.dataset.items()), task.data_dir))
-                if key not in datasets:
-                    datasets[key] = load_dataset(task.dataset, Path(task.data_dir))
-                outcome = train(task, datasets[key], on_epoch)
+                outcome = run(task)
             except Exception as e:  # the trainer reports its own failures; this is the last resort
                 outcome = TrialOutcome(task.number, "FAIL", reason=f"{type(e).__name__}: {e}",
                                        traceback=traceback.format_exc())

@@ -1,7 +1,8 @@
 """What the coordinator and an executor process say to each other: pickled frozen dataclasses over pipes.
 
 Coordinator -> executor: `Batch` (trials to train, one for now, fused batches later), `Stop` (a trial should end after
-its current epoch). End of input means shut down.
+its current epoch), `Decision` (the answer the executor waits for at each epoch in a task's `decide_at`: go on, or
+stop because the pruner says so). End of input means shut down.
 Executor -> coordinator: `Ready` once TensorFlow is up, then for each trial a stream of `tracking.records.EpochRecord`
 and one `TrialOutcome`.
 """
@@ -25,6 +26,8 @@ class TrialTask:
     dataset: Mapping[str, Any]  # the spec's dataset section
     data_dir: str = "."  # relative data paths resolve against it (the spec file's folder)
     objective: tuple[tuple[str, str], ...] = ()  # (metric, direction) pairs, e.g. for early stopping
+    decide_at: frozenset[int] = frozenset()  # epochs after which the executor waits for the pruner's Decision
+    repeat: int = 0  # which of the spec's `repeats` trainings of this trial (each has its own seed)
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,16 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Decision:
+    number: int
+    epoch: int
+    stop: bool
+
+
+@dataclass(frozen=True)
 class Ready:
     pid: int
-    device: str
+    device: str  # as the process sees it: "cpu" or "gpu:<CUDA_VISIBLE_DEVICES>"
 
 
 @dataclass(frozen=True)

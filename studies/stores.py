@@ -6,6 +6,8 @@ tracking server). Credentials in URLs are never printed: use `tracking.results.r
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,33 @@ class Stores:
     def missing(self) -> list[str]:
         """The local SQLite files that don't exist yet: reading commands must not create them."""
         return [url for url in (self.storage, self.results_url) if _sqlite_path(url) and not _sqlite_path(url).exists()]
+
+    @contextlib.contextmanager
+    def coordinator_lock(self):
+        """One coordinator per SQLite workspace: SQLite is no store for several writing processes (Optuna's FAQ;
+        MLflow fails with "database is locked"). A second launch is refused at once; server-grade stores are shared
+        freely."""
+        if not _sqlite_path(self.storage):
+            yield
+            return
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        with open(self.workspace / ".coordinator.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                raise StoreError(
+                    f"workspace {self.workspace} is in use by another fitgap coordinator (pid {holder}); SQLite takes "
+                    "one writer: to run several coordinators, put the stores on PostgreSQL and an MLflow server "
+                    "(README: Scaling out)") from None
+            lock.truncate(0)
+            lock.write(str(os.getpid()))
+            lock.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def describe(self) -> str:
         return f"storage {redact(self.storage)}, tracking {redact(self.tracking_uri)}, results {redact(self.results_url)}"

@@ -6,10 +6,14 @@ writes anything; afterwards it is the only writer of the study's trials on this 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
+import os
 import subprocess
+import time
 import warnings
+import zlib
 from pathlib import Path
 
 import optuna
@@ -17,7 +21,8 @@ import yaml
 
 from studies.slots import Slot
 from studies.stores import StoreError, Stores
-from sweeps.space import make_sampler
+from sweeps.pruning import make_pruner
+from sweeps.space import make_sampler, trial_params
 from sweeps.spec import SpecError, SweepSpec, changed_field, parse_spec
 from tracking.mlflow_sink import MlflowSink, StudyRun
 from tracking.records import TrialRecord
@@ -28,10 +33,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
-HEARTBEAT_INTERVAL_S = 10
-GRACE_PERIOD_S = 120  # well above the longest stall of a coordinator's loop (a slow MLflow write, say)
-_STATES = {"COMPLETE": optuna.trial.TrialState.COMPLETE, "PRUNED": optuna.trial.TrialState.PRUNED,
-           "FAIL": optuna.trial.TrialState.FAIL}
+# A coordinator beats for its running trials every HEARTBEAT_S; trials silent for longer than the grace period are
+# failed and retried. The grace is well above the longest stall of a coordinator's loop (a slow MLflow write, say).
+HEARTBEAT_INTERVAL_S = max(1, round(float(os.environ.get("FITGAP_HEARTBEAT_S", "10"))))
+GRACE_PERIOD_S = int(os.environ.get("FITGAP_GRACE_S", "120"))
+TrialState = optuna.trial.TrialState
+_STATES = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}
 _FINISHED = tuple(_STATES.values())
 
 
@@ -61,35 +68,46 @@ def load_study(name: str, stores: Stores) -> optuna.Study:
         raise StoreError(f"unknown study {name!r}; known: {', '.join(known) or 'none'}") from None
 
 
-def stored_spec(study: optuna.Study) -> SweepSpec:
-    return parse_spec({**study.user_attrs["fitgap.spec"], "trials": study.user_attrs["fitgap.trials"]})
+def stored_spec(study: optuna.Study, data_dir: Path) -> SweepSpec:
+    """The spec a study was created with (it travels in the storage); relative data paths resolve in `data_dir`."""
+    spec = parse_spec({**study.user_attrs["fitgap.spec"], "trials": study.user_attrs["fitgap.trials"]},
+                      source=f"the spec stored with study {study.study_name!r}")
+    spec._base_dir = data_dir.resolve()
+    return spec
 
 
 class StudyHandle:
-    def __init__(self, spec, stores, study, study_run, sink, results):
+    def __init__(self, spec, stores, storage, study, study_run, sink, results):
         self.spec: SweepSpec = spec
         self.stores: Stores = stores
+        self.storage: optuna.storages.RDBStorage = storage
         self.study: optuna.Study = study
         self.study_run: StudyRun = study_run
         self.sink: MlflowSink = sink
         self.results: ResultsDB = results
 
-    @classmethod
-    def open(cls, spec: SweepSpec, stores: Stores, dataset_hash: str, trials: int | None = None) -> "StudyHandle":
-        """Create or resume the study; `trials` replaces the stored budget."""
-        dumped = spec.model_dump(mode="json", exclude={"trials"})
+    @staticmethod
+    def check(spec: SweepSpec, stores: Stores, dataset_hash: str) -> None:
+        """Everything that can forbid a launch, found before anything is written."""
         existing = _find(spec.name, stores)
         if existing is not None:
-            changed = changed_field(existing.user_attrs["fitgap.spec"], dumped)
+            changed = changed_field(existing.user_attrs["fitgap.spec"], spec.model_dump(mode="json", exclude={"trials"}))
             if changed:
                 name, was, now = changed
                 raise SpecError(f"spec field `{name}` changed since study {spec.name!r} was created (stored {was!r}, "
                                 f"now {now!r}); only `trials` may change: give the sweep a new `name` to start afresh")
             if existing.user_attrs.get("fitgap.dataset_hash") != dataset_hash:
-                raise SpecError(f"`dataset`: the data of study {spec.name!r} changed since it was created "
-                                f"(hash {existing.user_attrs.get('fitgap.dataset_hash')}, now {dataset_hash})")
+                raise SpecError(f"`dataset`: the data of study {spec.name!r} differ from the data it was created "
+                                f"with (hash {existing.user_attrs.get('fitgap.dataset_hash')}, now {dataset_hash})")
+        MlflowSink(stores.tracking_uri, stores.artifact_root).experiment(spec.name, create=False)
+
+    @classmethod
+    def open(cls, spec: SweepSpec, stores: Stores, dataset_hash: str, trials: int | None = None) -> "StudyHandle":
+        """Create or resume the study (after `check`); `trials` replaces the stored budget."""
+        dumped = spec.model_dump(mode="json", exclude={"trials"})
+        cls.check(spec, stores, dataset_hash)
+        existing = _find(spec.name, stores)
         sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
-        sink.experiment(spec.name, create=False)  # a deleted experiment is an error before anything is written
         stores.workspace.mkdir(parents=True, exist_ok=True)
         storage = open_storage(stores.storage)
         if existing is None:
@@ -104,43 +122,94 @@ class StudyHandle:
         study.set_user_attr("fitgap.trials", budget)
         launches = study.user_attrs.get("fitgap.launches", 0)
         study.set_user_attr("fitgap.launches", launches + 1)
+        study.set_user_attr("fitgap.stop", False)  # launching again overrides an earlier `fitgap stop`
         # A resumed study must not replay the suggestions of the first launch: the sampler's seed moves on.
         study.sampler = make_sampler(spec, derive_seed(spec.seed, "sampler", len(study.trials), launches))
+        study.pruner = make_pruner(spec.pruner, spec.epochs)
         study_run = sink.study_run(spec.name, _study_tags(spec, dataset_hash), yaml.safe_dump(dumped, sort_keys=False))
-        return cls(spec, stores, study, study_run, sink, ResultsDB(stores.results_url))
+        return cls(spec, stores, storage, study, study_run, sink, ResultsDB(stores.results_url))
 
     @property
     def budget(self) -> int:
         return self.study.user_attrs["fitgap.trials"]
 
     def used_budget(self) -> int:
-        """Finished trials count against the budget; a failure that was retried counts once."""
-        trials = self.study.get_trials(deepcopy=False, states=_FINISHED)
-        return sum(1 for t in trials if not t.user_attrs.get("fitgap.retried"))
+        """Finished trials count against the budget; a failure that was retried counts once (as its retry)."""
+        trials = self.study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.WAITING, TrialState.RUNNING))
+        retried = {t.user_attrs["fitgap.retry_of"] for t in trials if "fitgap.retry_of" in t.user_attrs}
+        return sum(1 for t in trials if t.state in _FINISHED and t.number not in retried)
 
-    def fail_stale_trials(self) -> None:
-        """Fail trials whose coordinator stopped beating (killed), and close their MLflow runs."""
-        optuna.storages.fail_stale_trials(self.study)
+    def remaining(self) -> int:
+        """Trials still to ask for, whoever runs them: the budget less finished and running trials."""
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return self.budget - self.used_budget() - len(running)
+
+    @contextlib.contextmanager
+    def asking(self):
+        """Make the budget check and the ask one step across coordinators that share a PostgreSQL storage."""
+        engine = self.storage.engine
+        if engine.dialect.name != "postgresql":
+            yield  # SQLite: one coordinator per workspace (see `launch_lock`)
+            return
+        key = zlib.crc32(f"fitgap:{self.spec.name}".encode())
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+                connection.commit()
+
+    def stop_requested(self) -> bool:
+        return bool(self.storage.get_study_user_attrs(self.study._study_id).get("fitgap.stop"))
+
+    def fail_stale_trials(self, retries: int) -> None:
+        """Fail (and retry) the trials of coordinators that stopped beating, and close orphaned MLflow runs."""
+        before = {t._trial_id for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        if before:
+            optuna.storages.fail_stale_trials(self.study)
+            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+                if trial._trial_id in before:
+                    self._record_stale(trial, retries)
         running = {t.user_attrs.get("fitgap.mlflow_run_id")
-                   for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+                   for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for run_id in set(self.sink.running_trial_runs(self.study_run)) - running:
             self.sink.fail_run(run_id, "coordinator died")
 
+    def _record_stale(self, trial: optuna.trial.FrozenTrial, retries: int) -> None:
+        now = time.time()
+        record = TrialRecord(
+            study=self.spec.name, number=trial.number, state="FAIL", params=trial_params(self.spec, trial.params),
+            values=None, best_epoch=None, epochs=(), complexity={}, seed=trial.user_attrs.get("fitgap.seed", 0),
+            device="unknown", slot=-1, started_at=trial.datetime_start.timestamp() if trial.datetime_start else now,
+            finished_at=now, reason="coordinator died", mlflow_run_id=trial.user_attrs.get("fitgap.mlflow_run_id"),
+        )
+        if record.mlflow_run_id:
+            self.sink.fail_run(record.mlflow_run_id, "coordinator died")
+        self.results.write_trial(record)
+        if trial.user_attrs.get("fitgap.attempt", 0) < retries:
+            self._retry(trial)
+
+    def _retry(self, trial) -> None:
+        self.study.enqueue_trial(trial.params, user_attrs={"fitgap.retry_of": trial.number,
+                                                           "fitgap.attempt": trial.user_attrs.get("fitgap.attempt", 0) + 1})
+
     def heartbeat(self, trials: list[optuna.Trial]) -> None:
         for trial in trials:
-            self.study._storage.record_heartbeat(trial._trial_id)
+            self.storage.record_heartbeat(trial._trial_id)
 
-    def start_trial_run(self, trial: optuna.Trial, seed: int, slot: Slot) -> str:
-        self.study._storage.record_heartbeat(trial._trial_id)
-        run_id = self.sink.start_trial(self.study_run, self.spec.name, trial.number,
-                                       {"fitgap.study": self.spec.name, "fitgap.seed": seed,
-                                        "fitgap.device": slot.device, "fitgap.slot": slot.index})
+    def start_trial_run(self, trial: optuna.Trial, seed: int, repeats: int) -> str:
+        self.storage.record_heartbeat(trial._trial_id)
+        tags = {"fitgap.study": self.spec.name, "fitgap.seed": seed, "fitgap.repeats": repeats}
+        if "fitgap.retry_of" in trial.user_attrs:
+            tags["fitgap.retry_of"] = trial.user_attrs["fitgap.retry_of"]
+        run_id = self.sink.start_trial(self.study_run, self.spec.name, trial.number, tags)
         trial.set_user_attr("fitgap.mlflow_run_id", run_id)  # so a resumed launch can close it if orphaned
         trial.set_user_attr("fitgap.seed", seed)
         return run_id
 
-    def record(self, trial: optuna.Trial, record: TrialRecord) -> None:
-        """Tracking first, Optuna last (see the coordinator's docstring)."""
+    def record(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False) -> None:
+        """Tracking first, Optuna last (see the coordinator's docstring); a retry re-enqueues the same params."""
         self.sink.finish_trial(record)
         self.results.write_trial(record)
         if record.reason:
@@ -149,6 +218,8 @@ class StudyHandle:
             self.study.tell(trial, list(record.values))
         else:
             self.study.tell(trial, state=_STATES[record.state])
+        if retry:
+            self._retry(self.study._storage.get_trial(trial._trial_id))
 
     def close(self, status: str = "FINISHED") -> None:
         self.sink.finish_study(self.study_run, status)

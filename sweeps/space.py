@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from typing import Any
 
 import numpy as np
 import optuna
 
 from sweeps.spec import CategoricalDim, FloatDim, SpecError, SweepSpec
-from sweeps.vocabulary import HYPERPARAMETERS
+from sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, SHAPE
 
 # Samplers that need a package fitgap does not install.
 _SAMPLER_NEEDS = {"cmaes": "cmaes", "gp": "torch"}
@@ -25,7 +26,7 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
         case "random":
             return samplers.RandomSampler(seed=seed)
         case "grid":
-            return samplers.GridSampler(grid(spec), seed=seed)
+            return _GridSampler(grid(spec), seed=seed)
         case "cmaes":
             return samplers.CmaEsSampler(seed=seed)
         case "qmc":
@@ -37,6 +38,14 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
     raise AssertionError(spec.sampler)
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` once the grid is covered: that call raises under ask/tell (it
+    works only inside `optimize`), and the study's trial budget is what ends a fitgap study anyway."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 def check_sampler(spec: SweepSpec) -> None:
     package = _SAMPLER_NEEDS.get(spec.sampler)
     if package and importlib.util.find_spec(package) is None:
@@ -46,13 +55,13 @@ def check_sampler(spec: SweepSpec) -> None:
 
 
 def grid(spec: SweepSpec) -> dict[str, list]:
-    """The grid sampler's finite search space; floats need a `step`."""
+    """The grid sampler's finite search space (categorical choices cut down to the task's); floats need a `step`."""
     space = {}
     for name, dim in spec.search.items():
         if dim.when:
             raise SpecError(f"`search.{name}.when`: the grid sampler cannot search conditional dimensions")
         if isinstance(dim, CategoricalDim):
-            space[name] = list(dim.choices)
+            space[name] = [_to_optuna(c) for c in spec.choices(name)]
         elif dim.step is None:
             raise SpecError(f"`search.{name}.step` is needed by the grid sampler, but got step=None")
         else:
@@ -62,14 +71,18 @@ def grid(spec: SweepSpec) -> dict[str, list]:
 
 
 def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
-    """Sample the spec's dimensions in order; a dimension whose `when` does not hold is not sampled at all."""
-    known = dict(spec.params)
+    """Sample the spec's dimensions in order; a dimension whose `when` does not hold is not sampled at all.
+
+    Categorical choices are the ones that fit the dataset's task (`SweepSpec.choices`), so an incompatible loss is
+    never sampled. A list choice (`hidden` widths) is a JSON string to Optuna and a list in the returned params.
+    """
+    known = {name: spec.value_of(name) for name in HYPERPARAMETERS if name not in spec.search}
     sampled: dict[str, Any] = {}
     for name, dim in spec.search.items():
         if dim.when and any(known.get(key) not in values for key, values in dim.when.items()):
             continue
         if isinstance(dim, CategoricalDim):
-            value = trial.suggest_categorical(name, dim.choices)
+            value = _from_optuna(trial.suggest_categorical(name, [_to_optuna(c) for c in spec.choices(name)]), name)
         elif isinstance(dim, FloatDim):
             value = trial.suggest_float(name, dim.low, dim.high, log=dim.log, step=dim.step)
         else:
@@ -78,12 +91,32 @@ def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
     return sampled
 
 
+def _to_optuna(choice: Any) -> Any:
+    return json.dumps(choice) if isinstance(choice, list) else choice
+
+
+def _from_optuna(value: Any, name: str) -> Any:
+    return json.loads(value) if HYPERPARAMETERS[name].kind is list else value
+
+
 def trial_params(spec: SweepSpec, sampled: dict[str, Any]) -> dict[str, Any]:
-    """Everything a trial trains with: defaults, then fixed params, then sampled ones, then the spec's shape."""
-    params = {name: hp.default for name, hp in HYPERPARAMETERS.items()}
-    params.update(spec.params)
+    """Everything a trial trains with: defaults, then fixed params, then sampled ones, then the model section.
+
+    A hyperparameter that does not exist for this trial is absent: a searched one whose `when` was false, and a
+    conditional one (`vocabulary.CONDITIONS`) whose condition is false, e.g. `momentum` unless the optimizer is sgdm.
+    `epochs`, `batch_size` and `hidden` are always there; `depth` and `width` only when the spec names one of them,
+    and then `hidden` is `[width] * depth`.
+    """
+    params = {name: spec.value_of(name) for name in HYPERPARAMETERS if name not in SHAPE}
     params.update(sampled)
     for name in spec.search.keys() - sampled.keys():
-        del params[name]  # a conditional dimension whose condition was false does not exist for this trial
-    params.update(epochs=spec.epochs, batch_size=spec.batch_size, hidden=list(spec.model.hidden))
+        params.pop(name, None)  # a conditional dimension whose condition was false does not exist for this trial
+    for name, (parent, allowed) in CONDITIONS.items():
+        if params.get(parent) not in allowed:
+            params.pop(name, None)
+    if any(name in spec.search or name in spec.params for name in SHAPE):
+        for name in SHAPE:
+            params[name] = sampled.get(name, spec.value_of(name))
+        params["hidden"] = [params["width"]] * params["depth"]
+    params.update(spec.model_params())
     return params

@@ -1,6 +1,9 @@
 """The sweep spec: a YAML file, read safely and validated before anything is created.
 
-Every problem becomes one `SpecError` line that names the field and quotes the bad value.
+Every problem becomes one `SpecError` line that names the field and quotes the bad value. Besides each field's own
+checks, the spec must hold together (`SweepSpec._consistent`): a hyperparameter that exists only under a condition
+(`vocabulary.CONDITIONS`) is searched with a matching `when:`, a fixed value fits the dataset's task
+(`vocabulary.TASK_CHOICES`), and every objective is measured for that task.
 """
 
 from __future__ import annotations
@@ -9,15 +12,38 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError, model_validator
+import importlib.util
+import sys
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sweeps.dataset_spec import DatasetSpec
+from sweeps.pruning import PrunerSpec
 from sweeps.vocabulary import (
+    COMPLEXITY_METRICS,
+    CONDITIONS,
+    DEFAULT_LOSS,
     HYPERPARAMETERS,
     LOSS_DEPENDENT_METRICS,
+    MODEL_KINDS,
     OBJECTIVE_METRICS,
     SAMPLERS,
+    SHAPE,
+    SPEC_LEVEL,
+    TASK_CHOICES,
+    TASK_METRICS,
     default_direction,
+    epoch_metrics,
 )
 
 
@@ -64,7 +90,7 @@ class IntDim(_Strict):
 
 class CategoricalDim(_Strict):
     type: Literal["categorical"]
-    choices: list[bool | int | float | str] = Field(min_length=1)
+    choices: list[bool | int | float | str | list[int]] = Field(min_length=1)  # lists: `hidden` widths
     when: Condition | None = None
 
 
@@ -82,9 +108,51 @@ def _check_bounds(low, high, log, step):
 Dimension = Annotated[FloatDim | IntDim | CategoricalDim, Field(discriminator="type")]
 
 
-class ModelSpec(_Strict):
+class MlpModel(_Strict):
+    """Dense layers of `hidden` widths (or `depth` x `width`), each followed by the activation and dropout."""
+
     kind: Literal["mlp"] = "mlp"
     hidden: list[PositiveInt] = [11]
+
+
+class ConvBlock(_Strict):
+    """Conv2D -> [BatchNormalization] -> activation -> [pooling]."""
+
+    filters: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
+    padding: Literal["same", "valid"] = "same"
+    batch_norm: bool = False
+    pool: Literal["none", "max", "avg"] = "none"
+    pool_size: PositiveInt = 2
+
+
+class Augment(_Strict):
+    """Random changes to each training image, drawn anew every epoch; validation and test images are never changed."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    crop: NonNegativeInt = 0  # pad each side with this many zero pixels, then crop a random window of the image size
+
+
+class CnnModel(_Strict):
+    """Conv blocks, then a dense head of `hidden` widths (activation, dropout), then the output layer."""
+
+    kind: Literal["cnn"]
+    conv: list[ConvBlock] = Field(min_length=1)
+    hidden: list[PositiveInt] = []
+    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None  # (height, width, channels) of flat rows
+    augment: Augment = Augment()
+
+
+class BuilderModel(_Strict):
+    """The user's own Keras model: `function(params, kit)` from `module:function`, imported only with allow_builder."""
+
+    kind: Literal["builder"]
+    builder: str = Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+    hidden: list[PositiveInt] = [11]  # handed to the builder in params["hidden"], like every hyperparameter
+
+
+ModelSpec = Annotated[MlpModel | CnnModel | BuilderModel, Field(discriminator="kind")]
 
 
 class Objective(_Strict):
@@ -101,7 +169,7 @@ class Objective(_Strict):
 class SweepSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     dataset: DatasetSpec
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = MlpModel()
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 32
     objective: list[Objective] = Field([Objective(metric="val_loss")], min_length=1)
@@ -111,6 +179,19 @@ class SweepSpec(_Strict):
     search: dict[str, Dimension] = {}
     params: dict[str, Any] = {}
     enqueue: list[dict[str, Any]] = []
+    pruner: PrunerSpec | None = None  # see sweeps/pruning.py
+    trial_timeout: float | None = Field(None, gt=0)  # seconds; a trial over it stops and fails
+    repeats: PositiveInt = 1  # trainings per parameter set, with different seeds: Optuna is told their mean
+
+    @model_validator(mode="after")
+    def _prunable(self):
+        if self.pruner is not None and self.pruner.type != "none" and len(self.objective) > 1:
+            raise ValueError(f"`pruner` {self.pruner.type!r} cannot be used with {len(self.objective)} objectives: "
+                             "Optuna cannot prune multi-objective trials")
+        if self.pruner is not None and self.pruner.type != "none" and self.repeats > 1:
+            raise ValueError(f"`pruner` {self.pruner.type!r} cannot be used with repeats={self.repeats}: a trial's "
+                             "repeats train apart, so no single curve could be pruned")
+        return self
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # relative data paths resolve against it
 
     @model_validator(mode="after")
@@ -132,15 +213,112 @@ class SweepSpec(_Strict):
                 if name not in self.search:
                     raise ValueError(f"`enqueue[{i}].{name}`: only searched names can be enqueued, but got {name!r}")
                 _check_value(f"enqueue[{i}].{name}", name, value)
-        if "loss" in self.search:
-            for objective in self.objective:
-                if objective.metric in LOSS_DEPENDENT_METRICS:
-                    raise ValueError(
-                        f"`objective.metric` {objective.metric!r} depends on the searched `loss` (MSE and cross-entropy "
-                        "are on different scales, so the sampler would learn to pick the loss): use a loss-independent "
-                        "metric such as val_bce or val_accuracy"
-                    )
+        self._check_shape()
+        self._check_conditions()
+        self._check_task()
+        self._check_objectives()
         return self
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _mlp_by_default(cls, model: Any) -> Any:
+        return {"kind": "mlp", **model} if isinstance(model, dict) and "kind" not in model else model
+
+    def _check_shape(self) -> None:
+        for name in SPEC_LEVEL:
+            if name in self.params:
+                where = "model.hidden" if name == "hidden" else name
+                raise ValueError(f"`params.{name}`: set it at the spec level (`{where}:`) or search it, "
+                                 f"but got {self.params[name]!r}")
+        uses = [name for name in SHAPE if name in self.search or name in self.params]
+        if uses and ("hidden" in self.search or "hidden" in self.model.model_fields_set):
+            raise ValueError(f"`{uses[0]}` and `hidden` both set the hidden layers ([width] * depth or a list of "
+                             "widths): use one")
+        for i, entry in enumerate(self.enqueue):
+            if "hidden" in entry:
+                raise ValueError(f"`enqueue[{i}].hidden`: a list of widths cannot be enqueued, but got "
+                                 f"{entry['hidden']!r}; search depth and width to enqueue layer shapes")
+
+    def _check_conditions(self) -> None:
+        """A conditional hyperparameter must be able to exist: searched under a searched parent, it says `when`."""
+        for name, (parent, allowed) in CONDITIONS.items():
+            where = "search" if name in self.search else "params" if name in self.params else None
+            if where is None:
+                continue
+            if parent not in self.search:
+                value = self.value_of(parent)
+                if value not in allowed:
+                    raise ValueError(f"`{where}.{name}` is used only when {parent} is one of {list(allowed)}, "
+                                     f"but {parent} is {value!r}")
+            elif where == "search":  # a fixed value simply goes where its condition holds
+                listed = (self.search[name].when or {}).get(parent)
+                if listed is None or not set(listed) <= set(allowed):
+                    raise ValueError(
+                        f"`search.{name}` exists only when {parent} is one of {list(allowed)}: give it "
+                        f"`when: {{{parent}: [...]}}` listing only those (fitgap does not add the condition), "
+                        f"but got when={self.search[name].when!r}"
+                    )
+
+    def _check_task(self) -> None:
+        """Fixed values that cannot fit the dataset's task are refused; searched choices are cut down to the fitting
+        ones (`choices`), which must leave at least one."""
+        task, dataset = self.dataset.task, self.dataset.name
+        for name, by_task in TASK_CHOICES.items():
+            valid = list(by_task[task])
+            if name in self.search:
+                if not self.choices(name):
+                    raise ValueError(f"`search.{name}.choices`: none of {self.search[name].choices} fits the {task} "
+                                     f"task of dataset {dataset!r}; valid there: {valid}")
+            elif self.value_of(name) not in valid:
+                raise ValueError(f"`params.{name}` {self.value_of(name)!r} does not fit the {task} task of dataset "
+                                 f"{dataset!r}; valid there: {valid}")
+            for i, entry in enumerate(self.enqueue):
+                if name in entry and entry[name] not in valid:
+                    raise ValueError(f"`enqueue[{i}].{name}` {entry[name]!r} does not fit the {task} task of dataset "
+                                     f"{dataset!r}; valid there: {valid}")
+
+    def _check_objectives(self) -> None:
+        task = self.dataset.task
+        independent = " or ".join(f"val_{m}" for m in TASK_METRICS[task])
+        measured = epoch_metrics(task) + COMPLEXITY_METRICS
+        for objective in self.objective:
+            if objective.metric not in measured:
+                raise ValueError(f"`objective.metric` {objective.metric!r} is not measured for a {task} task; "
+                                 f"use one of {list(measured)}")
+            if "loss" in self.search and objective.metric in LOSS_DEPENDENT_METRICS:
+                raise ValueError(
+                    f"`objective.metric` {objective.metric!r} depends on the searched `loss` (MSE and cross-entropy "
+                    "are on different scales, so the sampler would learn to pick the loss): use a loss-independent "
+                    f"metric such as {independent}"
+                )
+        patience = self.search.get("early_stopping") or self.params.get("early_stopping", 0)
+        if patience and self.metrics[0] in COMPLEXITY_METRICS:
+            raise ValueError(f"`early_stopping` watches the first objective, but {self.metrics[0]!r} is not measured "
+                             f"per epoch: put an epoch metric such as {independent} first")
+
+    def value_of(self, name: str) -> Any:
+        """The value every trial has for a hyperparameter that is not searched: fixed, spec-level, or the default
+        (the loss's default depends on the task)."""
+        if name in self.params:
+            return self.params[name]
+        if name in ("epochs", "batch_size"):
+            return getattr(self, name)
+        if name == "hidden":
+            return list(self.model.hidden)
+        if name == "loss":
+            return DEFAULT_LOSS[self.dataset.task]
+        return HYPERPARAMETERS[name].default
+
+    def choices(self, name: str) -> list:
+        """A searched categorical dimension's choices that fit the dataset's task, in the spec's order."""
+        choices = self.search[name].choices
+        by_task = TASK_CHOICES.get(name)
+        return [c for c in choices if c in by_task[self.dataset.task]] if by_task else list(choices)
+
+    def model_params(self) -> dict[str, Any]:
+        """The model section as params (beyond `hidden`), so that any stored trial can rebuild its model."""
+        section = self.model.model_dump(mode="json", exclude={"kind", "hidden"})
+        return {"model_kind": self.model.kind, **section}
 
     @property
     def base_dir(self) -> Path:
@@ -167,7 +345,7 @@ def _check_dimension(name: str, dim: Any, earlier: set[str]) -> None:
     if isinstance(dim, CategoricalDim):
         for choice in dim.choices:
             _check_value(f"search.{name}.choices", name, choice)
-    elif hp.kind in (str, bool):
+    elif hp.kind in (str, bool, list):
         raise ValueError(f"`search.{name}.type` must be categorical for {name}, but got {dim.type!r}")
     elif hp.kind is int and isinstance(dim, FloatDim):
         raise ValueError(f"`search.{name}.type` must be int for {name}, but got 'float'")
@@ -179,6 +357,26 @@ def _check_dimension(name: str, dim: Any, earlier: set[str]) -> None:
             raise ValueError(f"`search.{name}.when` names {key!r}, which is not searched or fixed before {name!r}")
         for value in values:
             _check_value(f"search.{name}.when.{key}", key, value)
+
+
+def check_builder(spec: SweepSpec, allow_builder: bool) -> None:
+    """A builder's module runs the user's code when imported: refuse it unless allowed, and check it can be found
+    (its package is imported to find it; the module itself is imported only by executors)."""
+    if spec.model.kind != "builder":
+        return
+    module = spec.model.builder.partition(":")[0]
+    if not allow_builder:
+        raise SpecError(f"`model.builder` {spec.model.builder!r} would import and run your code: pass --allow-builder "
+                        "(allow_builder=True) to allow it")
+    sys.path.insert(0, str(spec.base_dir))  # executors import it with the spec's folder first on sys.path too
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    finally:
+        sys.path.remove(str(spec.base_dir))
+    if found is None:
+        raise SpecError(f"`model.builder`: no module {module!r} in the spec's folder or on sys.path")
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -213,6 +411,8 @@ def _one_line(error: ValidationError) -> str:
     loc = [str(p) for p in first["loc"]]
     if len(loc) > 2 and loc[0] == "search" and loc[2] in ("float", "int", "categorical"):
         del loc[2]  # the union's tag says nothing the user wrote
+    if len(loc) > 1 and loc[0] == "model" and loc[1] in MODEL_KINDS:
+        del loc[1]
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"`{'.'.join(loc)}`: unknown key"

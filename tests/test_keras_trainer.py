@@ -15,7 +15,7 @@ from studies.keras.model import build_model  # noqa: E402
 from studies.keras.schedule import batch_order, learning_rate_at  # noqa: E402
 from studies.keras.train import train  # noqa: E402
 from studies.protocol import TrialTask  # noqa: E402
-from sweeps.vocabulary import EPOCH_METRICS  # noqa: E402
+from sweeps.vocabulary import epoch_metrics  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow
 
@@ -49,8 +49,12 @@ def kernels(model):
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky_relu"])
 def test_complexity_of_the_2_11_1_mlp_by_hand(activation):
-    expected = {"params_total": 2 * 11 + 11 + 11 * 1 + 1, "params_trainable": 45, "macs": 2 * 11 + 11 * 1}
-    assert count(build_model({"hidden": [11], "activation": activation}, 2)) == {**expected, "unknown_layers": []}
+    expected = {"params_total": 2 * 11 + 11 + 11 * 1 + 1, "params_trainable": 45, "params_non_trainable": 0,
+                "macs": 2 * 11 + 11 * 1, "unknown_layers": []}
+    result = count(build_model({"hidden": [11], "activation": activation}, 2))
+    assert {k: v for k, v in result.items() if k != "layers"} == expected
+    assert [(row["class"], row["params"], row["macs"]) for row in result["layers"]] == [
+        ("Dense", 33, 22), (result["layers"][1]["class"], 0, 0), ("Dense", 12, 11)]
 
 
 def test_complexity_of_a_small_conv_net_by_hand():
@@ -67,6 +71,7 @@ def test_complexity_of_a_small_conv_net_by_hand():
     )
     result = count(model)
     assert result["params_total"] == result["params_trainable"] == 112 + 18 + 110
+    assert result["params_non_trainable"] == 0
     assert result["macs"] == 3 * 3 * 3 * 4 * 36 + 12 * 9 + 54 * 2
     assert result["unknown_layers"] == []
 
@@ -140,11 +145,15 @@ def test_short_training_reports_every_epoch_with_the_agreed_metrics():
     outcome, records = run(**schedule, regularizer="l2", regularization_weight=0.001)
 
     assert (outcome.number, outcome.state, outcome.reason) == (3, "COMPLETE", None)
-    assert dict(outcome.complexity) == {"params_total": 45, "params_trainable": 45, "macs": 33}
+    assert dict(outcome.complexity) == {"params_total": 45, "params_trainable": 45, "params_non_trainable": 0,
+                                        "macs": 33}
+    assert outcome.test_metrics == {}  # dot has no test set
+    assert outcome.artifacts["complexity.csv"].decode().splitlines()[0] == (
+        "layer,class,output_shape,params,params_trainable,params_non_trainable,macs")
     assert [(r.trial, r.epoch) for r in records] == [(3, e) for e in range(5)]
     for r in records:
         m = r.metrics
-        assert set(m) == set(EPOCH_METRICS)
+        assert set(m) == set(epoch_metrics("binary"))
         assert all(type(v) is float and math.isfinite(v) for v in m.values())
         assert m["lr"] == pytest.approx(learning_rate_at(schedule, r.epoch))
         assert m["gap"] == pytest.approx(m["val_loss"] - m["loss"])
@@ -237,5 +246,5 @@ def test_an_exception_in_on_epoch_fails_the_trial_with_its_traceback():
 def test_bad_params_fail_the_trial_with_a_one_line_reason():
     outcome, _ = run(regularizer="l3")
     assert outcome.state == "FAIL"
-    assert outcome.reason == "ValueError: `regularizer` must be one of ['l1', 'l2', 'none'], but got 'l3'"
+    assert outcome.reason == "ValueError: `regularizer` must be one of ['l1', 'l1_l2', 'l2', 'none'], but got 'l3'"
     assert "build_model" in outcome.traceback

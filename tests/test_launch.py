@@ -144,3 +144,42 @@ def test_reading_commands_never_import_tensorflow(launched):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_fitgap_ui_serves_the_study_with_its_nested_runs(launched):
+    """The real MLflow server, started lean by `fitgap ui`, checked through its REST API."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "studies.cli", "ui", "e2e", "--port", str(port), "--workspace",
+                           str(launched["workspace"])], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = ui.stdout.readline()  # printed only once the server answers
+        base = f"http://127.0.0.1:{port}"
+        assert line.startswith(f"e2e: {base}/#/experiments/") and line.rstrip().endswith("/runs"), line
+
+        def call(path, body=None):
+            data = json.dumps(body).encode() if body is not None else None
+            request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+
+        experiment = call("/api/2.0/mlflow/experiments/get-by-name?experiment_name=e2e")["experiment"]
+        assert experiment["experiment_id"] in line
+        runs = call("/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs]
+        parent = next(run["info"]["run_id"] for run, t in zip(runs, tags) if t.get("fitgap.role") == "study")
+        children = [run for run, t in zip(runs, tags) if t.get("mlflow.parentRunId") == parent]
+        assert len(children) >= 3
+        for child in children:
+            params = {p["key"]: p["value"] for p in child["data"]["params"]}
+            assert {"learning_rate", "activation", "params_total", "macs"} <= params.keys()
+            history = call(f"/api/2.0/mlflow/metrics/get-history?run_id={child['info']['run_id']}"
+                           "&metric_key=val_accuracy")["metrics"]
+            assert sorted(m["step"] for m in history) == [0, 1, 2, 3]
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)

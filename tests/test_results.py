@@ -10,7 +10,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from sweeps.vocabulary import COMPLEXITY_METRICS, EPOCH_METRICS, HYPERPARAMETERS
+from sweeps.vocabulary import COMPLEXITY_METRICS, EPOCH_METRICS, HYPERPARAMETERS, TEST_METRICS
 from tracking import results
 from tracking.records import EpochRecord, TrialRecord
 from tracking.results import ResultsDB, ResultsError, redact
@@ -130,15 +130,16 @@ def test_rewriting_a_trial_replaces_it(db, raw):
 
 
 def test_a_param_without_a_column_is_only_in_trial_params(db, raw):
-    db.write_trial(record(params={"learning_rate": 0.05, "momentum": 0.9, "initializer": "he_normal"}))
+    conv = [{"filters": 8, "kernel": 3}]
+    db.write_trial(record(params={"learning_rate": 0.05, "image_shape": 64, "conv": conv, "momentum": 0.9}))
 
     [row] = db.trials("s")
-    assert row["learning_rate"] == 0.05
-    assert "momentum" not in row and "initializer" not in row
+    assert row["learning_rate"] == 0.05 and row["momentum"] == 0.9
+    assert "image_shape" not in row and "conv" not in row
     with raw.connect() as conn:
         stored = dict(conn.execute(sa.text("SELECT name, value_num FROM trial_params")).all())
-    assert stored == {"learning_rate": 0.05, "momentum": 0.9, "initializer": None}  # value_num: numbers only
-    assert db.params("s", 0) == {"learning_rate": 0.05, "momentum": 0.9, "initializer": "he_normal"}
+    assert stored == {"learning_rate": 0.05, "image_shape": 64, "conv": None, "momentum": 0.9}  # value_num: numbers
+    assert db.params("s", 0) == {"learning_rate": 0.05, "image_shape": 64, "conv": conv, "momentum": 0.9}
 
 
 def test_absent_params_are_null(db):
@@ -170,7 +171,7 @@ def test_migrations_use_their_own_version_table(db, raw):
     assert {"trials", "trial_params", "epochs", "fitgap_alembic_version"} <= tables
     assert "alembic_version" not in tables
     with raw.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM fitgap_alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text("SELECT version_num FROM fitgap_alembic_version")).scalars().all() == ["0002"]
 
 
 def test_reopening_does_not_run_alembic(url, monkeypatch):
@@ -267,7 +268,65 @@ def test_the_copied_vocabulary_and_revision_are_current():
 
     assert results.METRICS == EPOCH_METRICS
     assert results.COMPLEXITY == COMPLEXITY_METRICS
+    assert results.TEST_METRICS == TEST_METRICS
     assert set(HYPERPARAMETERS) <= set(results.PARAM_COLUMNS)
     cfg = Config()
     cfg.set_main_option("script_location", str(results.MIGRATIONS))
     assert ScriptDirectory.from_config(cfg).get_current_head() == results.SCHEMA_REVISION
+
+
+def test_test_metrics_repeats_and_the_new_params_have_columns(db):
+    params = {"learning_rate": 0.05, "optimizer": "sgdm", "momentum": 0.8, "dropout": 0.25, "decay_unit": "step",
+              "initializer": "glorot_uniform", "model_kind": "cnn", "standardize": True, "early_stopping": 5}
+    test = {"test_loss": 0.5, "test_ce": 0.5, "test_accuracy": 0.875}
+    db.write_trial(record(params=params, test_metrics=test, repeats=3, value_std=0.0125,
+                          complexity={"params_total": 50, "params_trainable": 46, "params_non_trainable": 4,
+                                      "macs": 7}))
+
+    [row] = db.trials("s")
+    assert {name: row[name] for name in params} == params
+    assert (row["test_loss"], row["test_ce"], row["test_accuracy"]) == (0.5, 0.5, 0.875)
+    assert row["test_mse"] is None and row["test_bce"] is None  # not measured for this task
+    assert (row["repeats"], row["value_std"]) == (3, 0.0125)
+    assert (row["params_total"], row["params_trainable"], row["params_non_trainable"]) == (50, 46, 4)
+
+
+def test_a_regression_trial_leaves_the_classification_metrics_null(db):
+    metrics = {"loss": 0.3, "val_loss": 0.4, "mse": 0.3, "val_mse": 0.4, "mae": 0.5, "val_mae": 0.6, "gap": 0.1,
+               "reg_loss": 0.0, "lr": 0.01}
+    db.write_trial(record(epochs=(EpochRecord(trial=0, epoch=0, metrics=metrics),), best_epoch=0))
+
+    [row] = db.trials("s")
+    assert (row["best_val_mse"], row["final_mae"]) == (0.4, 0.5)
+    assert row["best_val_accuracy"] is None and row["final_bce"] is None and row["final_accuracy_gap"] is None
+    [epoch] = db.epochs("s", 0)
+    assert epoch["val_mae"] == 0.6 and epoch["accuracy"] is None
+
+
+def test_a_database_at_0001_is_migrated_keeping_its_trials(tmp_path):
+    """A results database created by fitgap's first schema, with a trial in it, opens at the latest revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(results.MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text("INSERT INTO trials (study, number, state, learning_rate, best_val_bce) "
+                             "VALUES ('old', 0, 'COMPLETE', 0.1, 0.3)"))
+        trial_id = conn.execute(sa.text("SELECT id FROM trials")).scalar()
+        conn.execute(sa.text(f"INSERT INTO epochs (trial_id, epoch, loss) VALUES ({trial_id}, 0, 0.7)"))
+    engine.dispose()
+
+    with ResultsDB(url, create=True) as db:
+        [row] = db.trials("old")
+        assert (row["learning_rate"], row["best_val_bce"]) == (0.1, 0.3)
+        assert row["dropout"] is None and row["best_val_mse"] is None and row["repeats"] is None
+        assert db.epochs("old", 0)[0]["loss"] == 0.7 and db.epochs("old", 0)[0]["val_ce"] is None
+        db.write_trial(record(study="new", n_epochs=2))
+        assert len(db.trials("new")) == 1
+    with ResultsDB(url, create=False):  # at head now: opens read-only style
+        pass

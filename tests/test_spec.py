@@ -7,7 +7,7 @@ import pytest
 
 from sweeps.space import grid, make_sampler, suggest, trial_params
 from sweeps.spec import SpecError, changed_field, load_spec, parse_spec
-from sweeps.vocabulary import HYPERPARAMETERS
+from sweeps.vocabulary import DEFAULT_LOSS, HYPERPARAMETERS
 
 SPECS = Path(__file__).parent.parent / "sweeps" / "specs"
 BASE = {"name": "t", "dataset": {"name": "dot"}}
@@ -95,8 +95,17 @@ def test_defaults_table():
     assert defaults["regularizer"] == "none"
     assert defaults["activation"] == "relu"
     assert defaults["loss"] == "binary_crossentropy"
+    assert defaults["decay_unit"] == "epoch" and defaults["initializer"] == "he_normal"
+    assert (defaults["cost"], defaults["profit"]) == (1.0, 99.0)  # the course's yogurt
+    assert (defaults["regularization_weight"], defaults["l1_ratio"], defaults["dropout"]) == (0.0, 0.5, 0.0)
+    assert (defaults["momentum"], defaults["rho"], defaults["beta_1"], defaults["beta_2"]) == (0.9, 0.9, 0.9, 0.999)
+    assert (defaults["standardize"], defaults["early_stopping"]) == (False, 0)
+    assert (defaults["depth"], defaults["width"]) == (1, 11)  # the course's one hidden layer of 11
+    assert DEFAULT_LOSS == {"binary": "binary_crossentropy", "multiclass": "softmax_cross_entropy",
+                            "regression": "mse"}
     spec = parse_spec(BASE)
     assert (spec.epochs, spec.batch_size, spec.model.hidden, spec.sampler) == (100, 32, [11], "tpe")
+    assert (spec.model.kind, spec.repeats) == ("mlp", 1)
     assert spec.dataset.validation_fraction == 0.2
     assert spec.metrics == ["val_loss"] and spec.directions == ["minimize"]
     assert spec_with(objective=[{"metric": "val_accuracy"}]).directions == ["maximize"]

@@ -124,6 +124,8 @@ class MlflowSink:
         experiment_id = self.experiment(study, create=False)
         if experiment_id is None:
             return False
+        # A deleted experiment keeps its name in MLflow: rename it first so that the study's name can be reused.
+        self.client.rename_experiment(experiment_id, f"{study}-deleted-{int(time.time())}")
         self.client.delete_experiment(experiment_id)
         return True
 

@@ -41,6 +41,9 @@ class TrialRecord:
     reason: str | None = None  # why a trial failed or was pruned
     mlflow_run_id: str | None = None
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, e.g. a traceback
+    repeats: int = 1  # trainings with different seeds: values are their mean, epochs their mean curves
+    value_std: float | None = None  # spread of the first objective over the repeats
+    test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
 
     @property
     def duration_s(self) -> float:

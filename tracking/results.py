@@ -43,14 +43,16 @@ from tracking.records import FINISHED_STATES, TrialRecord
 
 # The latest migration in tracking/migrations/versions. Comparing it with the version table is a single query,
 # far cheaper than loading Alembic just to learn that there is nothing to do (a test pins it to Alembic's head).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 # Optuna and MLflow each keep an `alembic_version` table: ours must not be confused with theirs.
 VERSION_TABLE = "fitgap_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # Copies of the names in sweeps/vocabulary.py (tracking never imports sweeps; a test keeps them in step).
-METRICS = ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap", "reg_loss", "lr")
-COMPLEXITY = ("params_total", "params_trainable", "macs")
+METRICS = ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap", "reg_loss", "lr",
+           "ce", "val_ce", "mse", "val_mse", "mae", "val_mae")
+COMPLEXITY = ("params_total", "params_trainable", "macs", "params_non_trainable")
+TEST_METRICS = ("test_loss", "test_bce", "test_ce", "test_mse", "test_mae", "test_accuracy")
 # Params with a column of their own in `trials`; every param, these included, is also a row of `trial_params`.
 PARAM_COLUMNS = {
     "learning_rate": Float,
@@ -66,6 +68,21 @@ PARAM_COLUMNS = {
     "epochs": Integer,
     "batch_size": Integer,
     "hidden": Text,  # JSON list of layer widths
+    "decay_unit": Text,
+    "cost": Float,
+    "profit": Float,
+    "l1_ratio": Float,
+    "dropout": Float,
+    "momentum": Float,
+    "rho": Float,
+    "beta_1": Float,
+    "beta_2": Float,
+    "initializer": Text,
+    "standardize": Boolean,
+    "early_stopping": Integer,
+    "depth": Integer,
+    "width": Integer,
+    "model_kind": Text,
 }
 
 metadata = MetaData()
@@ -85,6 +102,9 @@ trials = Table(
     Column("best_epoch", Integer),
     *(Column(f"best_{m}", Float) for m in METRICS),
     *(Column(f"final_{m}", Float) for m in METRICS),
+    *(Column(m, Float) for m in TEST_METRICS),  # on the test set, never used for selection
+    Column("repeats", Integer),  # trainings of the parameter set with different seeds; value is their mean
+    Column("value_std", Float),  # the spread of the first objective over the repeats
     Column("seed", Integer),
     Column("device", Text),
     Column("slot", Integer),
@@ -151,7 +171,8 @@ class ResultsDB:
       the same on every backend. A NaN metric (a diverged training) is stored as NULL, as SQLite has no NaN.
     - Params with a column of their own (:data:`PARAM_COLUMNS`) are in ``trials``, NULL when the trial did not
       have them; every param, JSON-encoded, is a row of ``trial_params``. Metrics not in :data:`METRICS` are
-      not stored.
+      not stored; a metric the trial's task does not measure (``accuracy`` for regression, ``mse`` for
+      classification...) is NULL. Test-set metrics (:data:`TEST_METRICS`) are columns of ``trials``.
     """
 
     def __init__(self, url: str, create: bool = True):
@@ -218,6 +239,9 @@ class ResultsDB:
             "best_epoch": record.best_epoch,
             **{f"best_{m}": _num(best.get(m)) for m in METRICS},
             **{f"final_{m}": _num(final.get(m)) for m in METRICS},
+            **{m: _num(record.test_metrics.get(m)) for m in TEST_METRICS},
+            "repeats": record.repeats,
+            "value_std": _num(record.value_std),
             "seed": record.seed,
             "device": record.device,
             "slot": record.slot,

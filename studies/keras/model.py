@@ -1,91 +1,76 @@
-"""The MLP a trial trains, built from a plain params dict, so any stored trial can be rebuilt from the results database.
+"""The model a trial trains, built from a plain params dict, so any stored trial can be rebuilt from the results database.
 
-Choices made once here, for every executor:
-- kernels start `he_normal` (the course's advice: centred, std sqrt(2 / n_in)); biases start at zero;
-- the regularizer penalizes kernels only, on every Dense layer including the output, never biases.
-  `l2` is Keras's `L2(w)` = w * sum(x**2): twice the course's `w * tf.nn.l2_loss(x)`. `l1` is w * sum(|x|);
-- `leaky_relu` has slope `leaky_alpha` (default 0.2, as Keras's `activation="leaky_relu"`; `LeakyReLU()` would be 0.3);
-- the output is one unit whose meaning depends on the loss (`HEADS`).
+`params["model_kind"]` picks the builder (`MODEL_KINDS`; absent means mlp): every kind is made of the same pieces
+(`parts.Parts`: activation, initializer, kernel regularizer, dropout) and ends with the output layer of the head for the
+trial's task and loss (`heads.HEADS`). The optimizers are the course's five (`OPTIMIZERS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import keras
 
-from sweeps.vocabulary import HYPERPARAMETERS
+from studies.keras import parts as _parts
+from studies.keras.builder import Kit, build_user_model
+from studies.keras.cnn import build_cnn
+from studies.keras.heads import head_for
+from studies.keras.parts import Parts, choose, param
+
+Params = Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Head:
-    """How the single output unit is trained and read as a probability (accuracy thresholds it at 0.5)."""
-
-    loss: Callable[[], keras.losses.Loss]  # the data loss, mean over the batch
-    probability: Callable[[Any], Any]  # output tensor -> P(y = 1)
-
-
-HEADS: dict[str, Head] = {
-    # MSE regresses the 0/1 label directly: the linear output is the "probability".
-    "mse": Head(keras.losses.MeanSquaredError, lambda output: output),
-    # Cross-entropy on logits: the fused form is numerically stable where sigmoid-then-log is not.
-    "binary_crossentropy": Head(lambda: keras.losses.BinaryCrossentropy(from_logits=True), keras.ops.sigmoid),
-}
-
-ACTIVATIONS: dict[str, Callable[[Mapping[str, Any]], keras.layers.Layer]] = {
-    "sigmoid": lambda params: keras.layers.Activation("sigmoid"),
-    "tanh": lambda params: keras.layers.Activation("tanh"),
-    "relu": lambda params: keras.layers.ReLU(),
-    "leaky_relu": lambda params: keras.layers.LeakyReLU(negative_slope=float(param(params, "leaky_alpha"))),
-}
-
-REGULARIZERS: dict[str, Callable[[float], keras.regularizers.Regularizer | None]] = {
-    "none": lambda weight: None,
-    "l1": keras.regularizers.L1,
-    "l2": keras.regularizers.L2,
-}
-
-OPTIMIZERS: dict[str, Callable[[float], keras.optimizers.Optimizer]] = {
-    # A plain float learning rate, never a schedule object: the trainer assigns it each epoch.
-    "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate=learning_rate),
-}
-
-
-def param(params: Mapping[str, Any], name: str) -> Any:
-    """A hyperparameter's value, or its vocabulary default when absent (e.g. an unsampled conditional dimension)."""
-    return params[name] if name in params else HYPERPARAMETERS[name].default
-
-
-def head(params: Mapping[str, Any]) -> Head:
-    return _choose(HEADS, params, "loss")
-
-
-def _choose(table: Mapping[str, Any], params: Mapping[str, Any], name: str) -> Any:
-    value = param(params, name)
-    if value not in table:
-        raise ValueError(f"`{name}` must be one of {sorted(table)}, but got {value!r}")
-    return table[value]
-
-
-def build_model(params: Mapping[str, Any], n_inputs: int) -> keras.Model:
-    """The MLP n_inputs -> params["hidden"] widths -> 1 output unit (see `HEADS`), built, not compiled."""
-    head(params)  # an unknown loss fails here, before anything is built
-    regularizer = _choose(REGULARIZERS, params, "regularizer")
-    weight = float(param(params, "regularization_weight"))
-    activation = _choose(ACTIVATIONS, params, "activation")
-
-    def dense(units: int) -> keras.layers.Dense:
-        return keras.layers.Dense(
-            units, kernel_initializer="he_normal", bias_initializer="zeros", kernel_regularizer=regularizer(weight)
-        )
-
-    layers: list[keras.layers.Layer] = [keras.Input((n_inputs,))]
-    for units in params["hidden"]:
-        layers += [dense(units), activation(params)]  # a weightless layer: costs no parameters, no multiply-adds
-    layers.append(dense(1))  # linear: a logit or, for mse, the prediction itself
+def build_mlp(params: Params, input_shape: tuple[int, ...], parts: Parts,
+              output: Callable[[], keras.layers.Layer]) -> keras.Model:
+    """input -> [Flatten, for images] -> hidden Dense layers (activation, dropout) -> output."""
+    layers: list[keras.layers.Layer] = [keras.Input(input_shape)]
+    if len(input_shape) > 1:
+        layers.append(keras.layers.Flatten())
+    layers += parts.hidden_layers(params["hidden"])
+    layers.append(output())  # made last, so that layer names follow the order of the layers
     return keras.Sequential(layers, name="mlp")
 
 
-def make_optimizer(params: Mapping[str, Any]) -> keras.optimizers.Optimizer:
-    return _choose(OPTIMIZERS, params, "optimizer")(float(param(params, "learning_rate")))
+def build_model(params: Params, input_shape: int | tuple[int, ...], task: str = "binary", units: int = 1,
+                search_dir: str | None = None) -> keras.Model:
+    """The model of `params` for samples of `input_shape` (an int: that many features), built, not compiled.
+
+    `units` output values (1 for binary, the classes for multiclass, the targets for regression); `search_dir` is
+    where a builder's module is looked for first (the spec's folder).
+    """
+    head = head_for(params, task)  # an unknown loss, or one that does not fit the task, fails here
+    _parts.validate(params)
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    parts = Parts(params)
+
+    def output() -> keras.layers.Layer:
+        return parts.dense(units, activation=head.activation)  # linear unless the head says softmax
+
+    kind = params.get("model_kind", "mlp")
+    if kind == "builder":
+        return build_user_model(params, Kit(shape, task, units, parts, output), search_dir)
+    return choose(MODEL_KINDS, {"model_kind": kind}, "model_kind")(params, shape, parts, output)
+
+
+MODEL_KINDS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}  # and "builder", above
+
+
+def _sgd(params: Params, rate) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(learning_rate=rate)
+
+
+OPTIMIZERS: dict[str, Callable[[Params, Any], keras.optimizers.Optimizer]] = {
+    "sgd": _sgd,
+    "sgdm": lambda params, rate: keras.optimizers.SGD(learning_rate=rate, momentum=float(param(params, "momentum"))),
+    "adagrad": lambda params, rate: keras.optimizers.Adagrad(learning_rate=rate),
+    "rmsprop": lambda params, rate: keras.optimizers.RMSprop(learning_rate=rate, rho=float(param(params, "rho"))),
+    "adam": lambda params, rate: keras.optimizers.Adam(learning_rate=rate, beta_1=float(param(params, "beta_1")),
+                                                       beta_2=float(param(params, "beta_2"))),
+}
+
+
+def make_optimizer(params: Params, rate=None) -> keras.optimizers.Optimizer:
+    """The trial's optimizer at `rate` (a float or a schedule; default: the initial learning rate)."""
+    if rate is None:
+        rate = float(param(params, "learning_rate"))
+    return choose(OPTIMIZERS, params, "optimizer")(params, rate)

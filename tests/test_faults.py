@@ -1,0 +1,248 @@
+"""Faults survived, with real processes and real signals: dying executors, a killed coordinator, Ctrl-C, `fitgap
+stop`, timeouts, pruning, a second coordinator on one SQLite workspace, and GPU pinning with fake GPUs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from studies.stores import Stores
+from tracking.results import ResultsDB
+
+from conftest import ROOT, fitgap
+
+pytestmark = pytest.mark.tensorflow
+
+# Fast heartbeats so that a killed coordinator's trials go stale in seconds, not minutes.
+BEAT = {"FITGAP_HEARTBEAT_S": "1", "FITGAP_GRACE_S": "4"}
+
+
+def spec_text(name: str, epochs: int, trials: int, extra: str = "") -> str:
+    return (f"name: {name}\ndataset: {{name: dot}}\nmodel: {{hidden: [4]}}\nepochs: {epochs}\ntrials: {trials}\n"
+            f"objective: [{{metric: val_accuracy}}]\nsampler: random\nseed: 3\n"
+            f"search:\n  learning_rate: {{type: float, low: 0.01, high: 0.3, log: true}}\n{extra}")
+
+
+@pytest.fixture
+def study(workspace, tmp_path):
+    """Write a spec, start launches, and read the three stores back."""
+
+    class Study:
+        stores = Stores.resolve(workspace=workspace)
+
+        def spec(self, text: str):
+            path = tmp_path / "spec.yaml"
+            path.write_text(text)
+            return path
+
+        def start(self, spec, *args, env=None):
+            environment = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))}
+            environment.update(env or {})
+            return subprocess.Popen([sys.executable, "-m", "studies.cli", "launch", str(spec), "--workspace",
+                                     str(workspace), "--cpu-slots", "1", *args], cwd=ROOT, env=environment,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    start_new_session=True)
+
+        def trials(self, name):
+            try:
+                return optuna.load_study(study_name=name, storage=self.stores.storage).get_trials()
+            except KeyError:
+                return []
+
+        def mlflow_runs(self, name):
+            client = MlflowClient(tracking_uri=self.stores.tracking_uri)
+            experiment = client.get_experiment_by_name(name)
+            return client.search_runs([experiment.experiment_id])
+
+        def results(self, name):
+            return {row["number"]: row for row in ResultsDB(self.stores.results_url).trials(name)}
+
+    return Study()
+
+
+def wait_for(condition, timeout=90.0, every=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {condition}")
+
+
+def executors_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "studies.executor"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def running(trials):
+    return [t for t in trials if t.state.name == "RUNNING"]
+
+
+def no_run_left_running(study, name):
+    return all(run.info.status != "RUNNING" for run in study.mlflow_runs(name))
+
+
+def test_killed_executor_fails_its_trial_which_is_retried_with_the_same_params(study):
+    launch = study.start(study.spec(spec_text("kill-executor", epochs=1500, trials=2)))
+    wait_for(lambda: running(study.trials("kill-executor")) and executors_of(launch.pid))
+    time.sleep(1.0)
+    victim = running(study.trials("kill-executor"))[0]
+    os.kill(executors_of(launch.pid)[0], signal.SIGKILL)
+    out, err = launch.communicate(timeout=240)
+    assert launch.returncode == 0, err
+    trials = study.trials("kill-executor")
+    failed = trials[victim.number]
+    assert failed.state.name == "FAIL" and failed.user_attrs["fitgap.reason"] == "executor died (exit code -9)"
+    retry = next(t for t in trials if t.user_attrs.get("fitgap.retry_of") == victim.number)
+    assert retry.params == failed.params and retry.state.name == "COMPLETE"
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 2 and len(trials) == 3  # the budget counts it once
+    runs = {r.info.run_id: r for r in study.mlflow_runs("kill-executor")}
+    assert runs[failed.user_attrs["fitgap.mlflow_run_id"]].info.status == "FAILED"
+    assert no_run_left_running(study, "kill-executor")
+    assert study.results("kill-executor")[victim.number]["reason"] == "executor died (exit code -9)"
+
+
+def test_killed_coordinator_resumes_with_nothing_lost(study):
+    spec = study.spec(spec_text("kill-coordinator", epochs=600, trials=3))
+    launch = study.start(spec, env=BEAT)
+    wait_for(lambda: any(t.state.name == "COMPLETE" for t in study.trials("kill-coordinator"))
+             and running(study.trials("kill-coordinator")), timeout=120)
+    executors = executors_of(launch.pid)
+    complete_before = {t.number: t.value for t in study.trials("kill-coordinator") if t.state.name == "COMPLETE"}
+    stranded = running(study.trials("kill-coordinator"))[0].number
+    os.kill(launch.pid, signal.SIGKILL)
+    launch.wait()
+    wait_for(lambda: not any(alive(p) for p in executors), timeout=15)  # no orphan keeps the cores busy
+    time.sleep(5)  # past the grace period: the stranded trial's heartbeat is stale
+    resumed = fitgap("launch", str(spec), "--workspace", str(study.stores.workspace), "--cpu-slots", "1", env=BEAT)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = study.trials("kill-coordinator")
+    assert trials[stranded].state.name == "FAIL"
+    assert any(t.user_attrs.get("fitgap.retry_of") == stranded for t in trials)
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3  # the budget, with the failure counted once
+    assert {n: trials[n].value for n in complete_before} == complete_before
+    results = study.results("kill-coordinator")
+    assert all(results[n]["state"] == "COMPLETE" and results[n]["final_val_accuracy"] is not None
+               for n in complete_before)
+    assert results[stranded]["state"] == "FAIL" and results[stranded]["reason"] == "coordinator died"
+    assert no_run_left_running(study, "kill-coordinator")
+
+
+def test_ctrl_c_records_running_trials_as_interrupted_and_exits_130(study):
+    launch = study.start(study.spec(spec_text("ctrl-c", epochs=3000, trials=3)))
+    wait_for(lambda: running(study.trials("ctrl-c")) and executors_of(launch.pid))
+    executors = executors_of(launch.pid)
+    time.sleep(1.0)
+    os.killpg(launch.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
+    out, err = launch.communicate(timeout=60)
+    assert launch.returncode == 130, err
+    assert "study ctrl-c:" in out and "interrupted" in err
+    trials = study.trials("ctrl-c")
+    assert [t.state.name for t in trials] == ["FAIL"] and trials[0].user_attrs["fitgap.reason"] == "interrupted"
+    assert not any(t.user_attrs.get("fitgap.retry_of") is not None for t in trials)  # interrupted: no retry
+    assert not any(alive(p) for p in executors)
+    assert no_run_left_running(study, "ctrl-c")
+
+
+def test_fitgap_stop_lets_running_trials_finish(study):
+    launch = study.start(study.spec(spec_text("stop-me", epochs=200, trials=100)))
+    wait_for(lambda: sum(t.state.name == "COMPLETE" for t in study.trials("stop-me")) >= 1)
+    stopped = fitgap("stop", "stop-me", "--workspace", str(study.stores.workspace))
+    assert stopped.returncode == 0, stopped.stderr
+    out, err = launch.communicate(timeout=60)
+    assert launch.returncode == 0, err
+    states = [t.state.name for t in study.trials("stop-me")]
+    assert 1 <= len(states) < 100 and set(states) == {"COMPLETE"}
+
+
+def test_a_second_coordinator_on_one_sqlite_workspace_is_refused_at_once(study):
+    spec = study.spec(spec_text("busy", epochs=3000, trials=2))
+    first = study.start(spec)
+    wait_for(lambda: running(study.trials("busy")))
+    second = fitgap("launch", str(spec), "--workspace", str(study.stores.workspace))
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    assert second.returncode == 2
+    assert "in use by another fitgap coordinator" in second.stderr and "PostgreSQL" in second.stderr
+
+
+def test_trial_timeout_and_non_finite_loss_fail_alone_and_the_study_goes_on(study):
+    extra = ("trial_timeout: 2\nenqueue:\n  - {learning_rate: 1.0e+6}\n")
+    spec = study.spec(spec_text("faulty", epochs=100, trials=3).replace("high: 0.3", "high: 2.0e+6") + extra)
+    launch = study.start(spec)
+    out, err = launch.communicate(timeout=180)
+    assert launch.returncode == 0, err
+    trials = study.trials("faulty")
+    assert trials[0].state.name == "FAIL" and "non-finite loss" in trials[0].user_attrs["fitgap.reason"]
+    assert len(trials) == 3
+    runs = {r.info.run_id: r for r in study.mlflow_runs("faulty")}
+    assert runs[trials[0].user_attrs["fitgap.mlflow_run_id"]].info.status == "FAILED"
+    slow = study.spec(spec_text("slow", epochs=20000, trials=1, extra="trial_timeout: 2\n"))
+    launch = study.start(slow)
+    out, err = launch.communicate(timeout=120)
+    assert launch.returncode == 0, err
+    (trial,) = study.trials("slow")
+    assert trial.state.name == "FAIL" and trial.user_attrs["fitgap.reason"] == "trial timeout (2 s) exceeded"
+
+
+def test_median_pruner_prunes_at_report_epochs_and_keeps_the_full_curve(study):
+    extra = ("pruner: {type: median, n_startup_trials: 1, report_every: 3}\n"
+             "enqueue:\n  - {learning_rate: 0.3}\n  - {learning_rate: 0.0001}\n")
+    spec = study.spec(spec_text("pruned", epochs=12, trials=2).replace("low: 0.01", "low: 0.0001") + extra)
+    launch = study.start(spec)
+    out, err = launch.communicate(timeout=120)
+    assert launch.returncode == 0, err
+    good, bad = study.trials("pruned")
+    assert good.state.name == "COMPLETE" and sorted(good.intermediate_values) == [3, 6, 9]  # reports: 3, not 12
+    assert bad.state.name == "PRUNED"
+    pruned_at = int(bad.user_attrs["fitgap.reason"].removeprefix("pruned at epoch "))
+    assert pruned_at in (2, 5, 8)
+    assert len(ResultsDB(study.stores.results_url).epochs("pruned", bad.number)) == pruned_at + 1
+    assert no_run_left_running(study, "pruned")
+    runs = {r.info.run_id: r for r in study.mlflow_runs("pruned")}
+    assert runs[bad.user_attrs["fitgap.mlflow_run_id"]].info.status == "KILLED"
+
+
+def test_fake_gpus_pin_each_executor_and_its_trials(study):
+    spec = study.spec(spec_text("pinned", epochs=2, trials=4))
+    env = {"FITGAP_FAKE_GPUS": "0,1", "FITGAP_FAKE_GPU_MEMORY_MB": "1000"}
+    launch = study.start(spec, "--gpus", "all", "--slots-per-gpu", "2", "--cpu-slots", "0", env=env)
+    out, err = launch.communicate(timeout=240)
+    assert launch.returncode == 0, err
+    rows = study.results("pinned").values()
+    assert len(rows) == 4
+    planned = {0: "gpu:0", 1: "gpu:0", 2: "gpu:1", 3: "gpu:1"}
+    assert all(row["device"] == planned[row["slot"]] for row in rows)  # as the executor itself saw its device
+    runs = study.mlflow_runs("pinned")
+    assert all(r.data.tags["fitgap.device"] == planned[int(r.data.tags["fitgap.slot"])] for r in runs
+               if "fitgap.slot" in r.data.tags and r.data.tags.get("fitgap.role") != "study")
+
+
+def test_delete_removes_the_study_everywhere_and_frees_its_name(study):
+    spec = study.spec(spec_text("doomed", epochs=2, trials=1))
+    assert fitgap("launch", str(spec), "--workspace", str(study.stores.workspace)).returncode == 0
+    deleted = fitgap("delete", "doomed", "--yes", "--workspace", str(study.stores.workspace))
+    assert deleted.returncode == 0, deleted.stderr
+    assert study.trials("doomed") == [] and study.results("doomed") == {}
+    assert MlflowClient(tracking_uri=study.stores.tracking_uri).get_experiment_by_name("doomed") is None
+    again = fitgap("launch", str(spec), "--workspace", str(study.stores.workspace))
+    assert again.returncode == 0, again.stderr
+    assert [t.state.name for t in study.trials("doomed")] == ["COMPLETE"]
