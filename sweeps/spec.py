@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 import importlib.util
+import math
 import sys
 
 from pydantic import (
@@ -377,6 +378,31 @@ def check_builder(spec: SweepSpec, allow_builder: bool) -> None:
         sys.path.remove(str(spec.base_dir))
     if found is None:
         raise SpecError(f"`model.builder`: no module {module!r} in the spec's folder or on sys.path")
+
+
+def image_shape_for(image_shape: Any, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The (height, width, channels) a cnn takes for samples of `sample_shape`: `model.image_shape` when given (the
+    samples are reshaped to it), else the samples' own shape; ValueError when neither fits."""
+    sample_shape = tuple(int(d) for d in sample_shape)
+    if image_shape is None:
+        if len(sample_shape) != 3:
+            raise ValueError(f"a cnn takes images (height, width, channels), but the data's samples have shape "
+                             f"{sample_shape}: set `model.image_shape`")
+        return sample_shape
+    wanted = tuple(int(d) for d in image_shape)
+    if math.prod(wanted) != math.prod(sample_shape):
+        raise ValueError(f"`model.image_shape` {list(wanted)} holds {math.prod(wanted)} values, but the data's "
+                         f"samples have shape {sample_shape}")
+    return wanted
+
+
+def check_input_shape(spec: SweepSpec, sample_shape: tuple[int, ...]) -> None:
+    """Refuse, before any trial, a model that cannot take the data's samples (a cnn needs images)."""
+    if spec.model.kind == "cnn":
+        try:
+            image_shape_for(spec.model.image_shape, sample_shape)
+        except ValueError as error:
+            raise SpecError(f"`model`: {error}") from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:

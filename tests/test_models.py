@@ -101,8 +101,10 @@ def test_initializer_sets_the_kernel_spread_and_biases_start_at_zero(initializer
     assert abs(kernel.mean()) < 0.1 * kernel.std() and not bias.any()
 
 
-def test_the_initializer_changes_training():
+def test_the_initializer_and_the_leaky_slope_change_training():
     assert curve(run(initializer="glorot_uniform")[1]) != curve(run(initializer="he_normal")[1])
+    steep, flat = (run(activation="leaky_relu", leaky_alpha=alpha, epochs=3)[1] for alpha in (0.3, 0.01))
+    assert curve(steep) != pytest.approx(curve(flat), rel=1e-4)
 
 
 # ---- regularization ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from studies.keras.inputs import model_inputs, standardizer
 from sweeps.space import grid, make_sampler, suggest, trial_params
-from sweeps.spec import SpecError, check_builder, load_spec, parse_spec
+from sweeps.spec import SpecError, check_builder, check_input_shape, load_spec, parse_spec
 from sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, LOSSES, LOSSES_BY_TASK
 
 from tiny import dataset
@@ -303,3 +303,14 @@ def test_a_cnn_reshapes_rows_to_its_image_shape_or_says_why_it_cannot():
         model_inputs({"model_kind": "cnn", "image_shape": [2, 2, 2]}, data)
     with pytest.raises(ValueError, match="set `model.image_shape`"):
         model_inputs({"model_kind": "cnn"}, data)
+
+
+def test_a_cnn_that_cannot_take_the_datas_samples_is_refused_before_any_trial():
+    cnn = {"kind": "cnn", "conv": [{"filters": 4}]}
+    check_input_shape(spec_with("multiclass", model=cnn), (8, 8, 1))
+    check_input_shape(spec_with("multiclass", model={**cnn, "image_shape": [8, 8, 1]}), (64,))
+    with pytest.raises(SpecError, match=r"^`model`: a cnn takes images .* set `model.image_shape`$"):
+        check_input_shape(spec_with("multiclass", model=cnn), (64,))
+    with pytest.raises(SpecError, match=r"`model.image_shape` \[4, 4, 1\] holds 16 values"):
+        check_input_shape(spec_with("multiclass", model={**cnn, "image_shape": [4, 4, 1]}), (64,))
+    check_input_shape(spec_with("multiclass"), (64,))  # an mlp takes any shape (images are flattened)

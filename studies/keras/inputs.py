@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from sweeps.spec import image_shape_for
 from sweeps.vocabulary import HYPERPARAMETERS
 
 
@@ -24,17 +25,7 @@ def standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def image_shape(params: Mapping[str, Any], sample_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of one image a cnn takes: `image_shape` when given (rows are reshaped to it), else the data's."""
-    wanted = params.get("image_shape")
-    if wanted is None:
-        if len(sample_shape) != 3:
-            raise ValueError(f"a cnn takes images (height, width, channels), but the data's samples have shape "
-                             f"{tuple(sample_shape)}: set `model.image_shape`")
-        return tuple(sample_shape)
-    wanted = tuple(int(d) for d in wanted)
-    if int(np.prod(wanted)) != int(np.prod(sample_shape)):
-        raise ValueError(f"`model.image_shape` {list(wanted)} holds {int(np.prod(wanted))} values, but the data's "
-                         f"samples have shape {tuple(sample_shape)}")
-    return wanted
+    return image_shape_for(params.get("image_shape"), sample_shape)
 
 
 def model_inputs(params: Mapping[str, Any], data) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

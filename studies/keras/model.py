@@ -11,11 +11,11 @@ from typing import Any, Callable, Mapping
 
 import keras
 
-from studies.keras import parts as _parts
 from studies.keras.builder import Kit, build_user_model
 from studies.keras.cnn import build_cnn
 from studies.keras.heads import head_for
 from studies.keras.parts import Parts, choose, param
+from studies.keras.parts import validate as check_parts
 
 Params = Mapping[str, Any]
 
@@ -39,7 +39,7 @@ def build_model(params: Params, input_shape: int | tuple[int, ...], task: str = 
     where a builder's module is looked for first (the spec's folder).
     """
     head = head_for(params, task)  # an unknown loss, or one that does not fit the task, fails here
-    _parts.validate(params)
+    check_parts(params)
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     parts = Parts(params)
 
@@ -47,20 +47,18 @@ def build_model(params: Params, input_shape: int | tuple[int, ...], task: str = 
         return parts.dense(units, activation=head.activation)  # linear unless the head says softmax
 
     kind = params.get("model_kind", "mlp")
-    if kind == "builder":
+    if kind == "builder":  # the user's function gets the same pieces, and what it must know to fit the task
         return build_user_model(params, Kit(shape, task, units, parts, output), search_dir)
     return choose(MODEL_KINDS, {"model_kind": kind}, "model_kind")(params, shape, parts, output)
 
 
-MODEL_KINDS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}  # and "builder", above
+# (params, sample shape, parts, output layer factory) -> model; "builder" is the user's function (`builder.py`)
+MODEL_KINDS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}
 
-
-def _sgd(params: Params, rate) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(learning_rate=rate)
-
-
+# Keras's implementations; what the spec does not set keeps Keras's default (epsilon 1e-7; Adagrad starts its
+# accumulator at 0.1). The learning rate is a float or fitgap's per-step schedule (`train._StepRates`).
 OPTIMIZERS: dict[str, Callable[[Params, Any], keras.optimizers.Optimizer]] = {
-    "sgd": _sgd,
+    "sgd": lambda params, rate: keras.optimizers.SGD(learning_rate=rate),
     "sgdm": lambda params, rate: keras.optimizers.SGD(learning_rate=rate, momentum=float(param(params, "momentum"))),
     "adagrad": lambda params, rate: keras.optimizers.Adagrad(learning_rate=rate),
     "rmsprop": lambda params, rate: keras.optimizers.RMSprop(learning_rate=rate, rho=float(param(params, "rho"))),
