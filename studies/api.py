@@ -15,7 +15,7 @@ from studies.slots import plan_slots
 from studies.stores import Stores
 from studies.study import StudyHandle, load_study, open_storage, stored_spec
 from sweeps.space import check_sampler
-from sweeps.spec import SpecError, SweepSpec, check_builder, load_spec, parse_spec
+from sweeps.spec import SpecError, SweepSpec, check_builder, check_input_shape, load_spec, parse_spec
 from tracking.mlflow_sink import MlflowSink
 from tracking.records import TrialRecord
 from tracking.results import ResultsDB
@@ -50,6 +50,7 @@ def validate(spec_or_path: SweepSpec | str | Path | dict, allow_builder: bool = 
         data = load_dataset(spec.dataset.model_dump(), spec.base_dir)
     except (OSError, ValueError) as e:
         raise SpecError(f"`dataset`: {e}") from None
+    check_input_shape(spec, data.input_shape)
     return spec, data
 
 
@@ -76,13 +77,13 @@ def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = 
 
 def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = None, gpus: str | None = None,
            slots_per_gpu: int = 1, cpu_slots: int | None = None, retries: int = 1,
-           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR,
+           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, allow_builder: bool = False,
            on_trial: Callable[[TrialRecord, int, int], None] | None = None, **store_options) -> Summary:
     """Join an existing study (from another machine): its spec comes from the storage, its data from `data_dir`."""
     stores = Stores.resolve(**store_options)
     study = load_study(name, stores)
     spec = stored_spec(study, Path(data_dir))
-    _, data = validate(spec)
+    _, data = validate(spec, allow_builder)
     slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
@@ -90,9 +91,10 @@ def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = Non
         return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, on_trial))
 
 
-def create(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, **store_options) -> Summary:
+def create(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, allow_builder: bool = False,
+           **store_options) -> Summary:
     """Create (or check) the spec's study without running trials: workers on other machines join it."""
-    spec, data = validate(spec_or_path)
+    spec, data = validate(spec_or_path, allow_builder)
     stores = Stores.resolve(**store_options)
     StudyHandle.check(spec, stores, data.content_hash)
     handle = StudyHandle.open(spec, stores, data.content_hash, trials)

@@ -105,6 +105,7 @@ def launch(spec, trials, **kwargs):
 @click.argument("study")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where the study's relative data paths resolve on this machine.")
+@click.option("--allow-builder", is_flag=True, help="Let the study's `model.builder` import and run your module.")
 @_slot_options
 @_store_options
 @_errors_exit_2
@@ -119,13 +120,14 @@ def worker(study, **kwargs):
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--trials", type=click.IntRange(min=1), help="Total trial budget of the study.")
+@click.option("--allow-builder", is_flag=True, help="Let the spec's `model.builder` module be found.")
 @_store_options
 @_errors_exit_2
-def create(spec, trials, **kwargs):
+def create(spec, trials, allow_builder, **kwargs):
     """Create the study of SPEC without running trials (workers join it with `fitgap worker`)."""
     from studies.api import create as make
 
-    summary = make(spec, trials=trials, **_stores(kwargs))
+    summary = make(spec, trials=trials, allow_builder=allow_builder, **_stores(kwargs))
     click.echo(f"study {summary.study}: budget {summary.budget}; join it with `fitgap worker {summary.study}`")
 
 
@@ -181,8 +183,9 @@ def validate(spec, allow_builder):
     from studies.api import validate as check
 
     parsed, data = check(spec, allow_builder)
+    test = f" and {len(data.x_test)} test" if data.x_test is not None else ""
     click.echo(f"{spec}: ok — study {parsed.name!r}, {len(parsed.search)} searched dimensions, "
-               f"{len(data.x_train)} training and {len(data.x_val)} validation samples")
+               f"{len(data.x_train)} training, {len(data.x_val)} validation{test} samples")
 
 
 @main.command(name="studies")
@@ -258,11 +261,14 @@ def ui(study, host, port, workers, **kwargs):
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", stores.tracking_uri,
                "--host", host, "--port", str(port), "--workers", str(workers)]
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(command, env=env)
+    log = stores.workspace / "logs" / "mlflow-ui.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     base = f"http://{host}:{port}"
     try:
         if not _wait_until_up(f"{base}/health", server):
-            click.echo(f"fitgap: error: the MLflow server did not answer on {base}", err=True)
+            click.echo(f"fitgap: error: the MLflow server did not answer on {base}: see {log}", err=True)
             sys.exit(EXIT_USAGE)
         for name, experiment_id in pages.items():
             if experiment_id is None:

@@ -97,7 +97,6 @@ class Coordinator:
         self.retries = retries
         self.max_trials_per_executor = max_trials_per_executor
         self.on_trial = on_trial or (lambda record, used, budget: None)
-        self.decide_at = report_epochs(self.spec.pruner, self.spec.epochs)
         self.events: queue.Queue = queue.Queue()
         self.executors: dict[int, ExecutorProcess] = {}
         self.devices: dict[int, str] = {}  # slot -> device its executor reported when ready
@@ -168,7 +167,7 @@ class Coordinator:
             seed = derive_seed(self.spec.seed, "trial", trial.trial.number, *([repeat] if repeat else []))
             task = TrialTask(self.spec.name, trial.trial.number, trial.params, seed, self.spec.dataset.model_dump(),
                              str(self.spec.base_dir), tuple(zip(self.spec.metrics, self.spec.directions)),
-                             self.decide_at, repeat)
+                             report_epochs(self.spec.pruner, trial.params["epochs"]), repeat)
             self.running[index] = _Training(trial, task, index, self.devices[index])
             self.executors[index].submit(task)
 
@@ -197,7 +196,7 @@ class Coordinator:
             self.idle.add(index)
         elif isinstance(message, EpochRecord):
             training.epochs.append(message)
-            if message.epoch in self.decide_at:
+            if message.epoch in training.task.decide_at:
                 self._decide(index, training, message)
         elif isinstance(message, TrialOutcome):
             del self.running[index]

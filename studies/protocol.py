@@ -28,6 +28,8 @@ class TrialTask:
     objective: tuple[tuple[str, str], ...] = ()  # (metric, direction) pairs, e.g. for early stopping
     decide_at: frozenset[int] = frozenset()  # epochs after which the executor waits for the pruner's Decision
     repeat: int = 0  # which of the spec's `repeats` trainings of this trial (each has its own seed)
+    executor: str = "keras"  # keras | compiled | fused: how the executor trains it
+    save_model: bool = False  # return the trained model (Keras format) in the outcome's artifacts
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class TrialOutcome:
     traceback: str | None = None
     test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, for the trial's MLflow run
+    executor: str = "keras"  # which training ran
 
 
 def send(stream: BinaryIO, message: Any) -> None:

@@ -46,6 +46,7 @@ class HyperbandPruner(_Pruner):
     reduction_factor: int = Field(3, ge=2)
 
 
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 PrunerSpec = Annotated[
     NoPruner | MedianPruner | PercentilePruner | SuccessiveHalvingPruner | HyperbandPruner,
     Field(discriminator="type"),

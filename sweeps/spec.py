@@ -29,10 +29,11 @@ from pydantic import (
 )
 
 from sweeps.dataset_spec import DatasetSpec
-from sweeps.pruning import PrunerSpec
+from sweeps.pruning import PRUNERS, PrunerSpec
 from sweeps.vocabulary import (
     COMPLEXITY_METRICS,
     CONDITIONS,
+    DATASETS,
     DEFAULT_LOSS,
     HYPERPARAMETERS,
     LOSS_DEPENDENT_METRICS,
@@ -182,6 +183,7 @@ class SweepSpec(_Strict):
     enqueue: list[dict[str, Any]] = []
     pruner: PrunerSpec | None = None  # see sweeps/pruning.py
     trial_timeout: float | None = Field(None, gt=0)  # seconds; a trial over it stops and fails
+    executor: Literal["auto", "keras", "compiled", "fused"] = "auto"  # how trials train (studies/keras)
     repeats: PositiveInt = 1  # trainings per parameter set, with different seeds: Optuna is told their mean
 
     @model_validator(mode="after")
@@ -437,7 +439,9 @@ def _one_line(error: ValidationError) -> str:
     loc = [str(p) for p in first["loc"]]
     if len(loc) > 2 and loc[0] == "search" and loc[2] in ("float", "int", "categorical"):
         del loc[2]  # the union's tag says nothing the user wrote
-    if len(loc) > 1 and loc[0] == "model" and loc[1] in MODEL_KINDS:
+    if len(loc) > 1 and (loc[0], loc[1]) in [("model", k) for k in MODEL_KINDS] + [("dataset", d) for d in DATASETS]:
+        del loc[1]
+    if len(loc) > 1 and loc[0] == "pruner" and loc[1] in PRUNERS:
         del loc[1]
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":

@@ -103,7 +103,7 @@ def test_validate_reports_the_data(tmp_path):
     spec.write_text(GOOD.replace("metric: val_accuracy", "metric: val_bce"))
     result = run("validate", str(spec))
     assert result.exit_code == 0
-    assert "240 training and 60 validation samples" in result.output
+    assert "240 training, 60 validation samples" in result.output
     assert not (tmp_path / "fitgap-data").exists()
 
 

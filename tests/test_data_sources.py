@@ -446,4 +446,4 @@ def test_good_csv_data_validates_through_the_cli(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)
     result = run("validate", str(tmp_path / "spec.yaml"))
     assert result.exit_code == 0, result.output
-    assert "8 training and 2 validation samples" in result.output
+    assert "8 training, 2 validation samples" in result.output

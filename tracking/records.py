@@ -44,6 +44,7 @@ class TrialRecord:
     repeats: int = 1  # trainings with different seeds: values are their mean, epochs their mean curves
     value_std: float | None = None  # spread of the first objective over the repeats
     test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
+    executor: str = "keras"  # which training ran: keras, compiled or fused
 
     @property
     def duration_s(self) -> float:
