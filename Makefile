@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= sweeps/specs/dot.yaml
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test chromium bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ demo:
 	echo "install: $$((installed - start)) s, run: $$((done - installed)) s"; \
 	echo "browse the runs: $(BIN)/fitgap ui"
 
-test: install-test
+# The HTML report test renders the page in headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Chromium (apt-get install chromium) for the HTML report test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || { \
+	    echo "could not install Chromium: run 'sudo apt-get install chromium' and retry"; exit 1; }; }
+
+test: install-test chromium
 	$(BIN)/python -m pytest
 
 clean:

@@ -56,29 +56,35 @@ def validate(spec_or_path: SweepSpec | str | Path | dict, allow_builder: bool = 
 
 def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, timeout: float | None = None,
            gpus: str | None = None, slots_per_gpu: int = 1, cpu_slots: int | None = None, retries: int = 1,
-           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, allow_builder: bool = False,
-           on_trial: Callable[[TrialRecord, int, int], None] | None = None, **store_options) -> Summary:
+           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, fuse: int | None = None,
+           allow_builder: bool = False, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
+           save_models: str = "best", **store_options) -> Summary:
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
 
     gpus, slots_per_gpu, cpu_slots: see `studies.slots.plan_slots`. retries: how often a trial whose executor or
     coordinator died is retried with the same params. on_trial(record, used, budget) is called as each trial
-    finishes. store_options: workspace, storage, tracking_uri, results_url (see `Stores.resolve`).
+    finishes. save_models: none, best (the best trial's model, or the Pareto set's, under
+    <workspace>/models/<study>/, also logged to its MLflow run) or all. store_options: workspace, storage,
+    tracking_uri, results_url (see `Stores.resolve`).
     """
     if trials is not None and trials <= 0:
         raise SpecError(f"`trials` must be > 0, but got {trials}")
+    if save_models not in SAVE_MODELS:
+        raise SpecError(f"`save_models` must be one of {', '.join(SAVE_MODELS)}, but got {save_models!r}")
     spec, data = validate(spec_or_path, allow_builder)
     slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
     stores = Stores.resolve(**store_options)
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
-        handle = StudyHandle.open(spec, stores, data.content_hash, trials)
-        return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, on_trial))
+        handle = StudyHandle.open(spec, stores, data.content_hash, trials, save_models)
+        return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, fuse, on_trial))
 
 
 def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = None, gpus: str | None = None,
            slots_per_gpu: int = 1, cpu_slots: int | None = None, retries: int = 1,
-           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, allow_builder: bool = False,
-           on_trial: Callable[[TrialRecord, int, int], None] | None = None, **store_options) -> Summary:
+           max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, fuse: int | None = None,
+           allow_builder: bool = False, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
+           save_models: str = "best", **store_options) -> Summary:
     """Join an existing study (from another machine): its spec comes from the storage, its data from `data_dir`."""
     stores = Stores.resolve(**store_options)
     study = load_study(name, stores)
@@ -87,8 +93,8 @@ def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = Non
     slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
-        handle = StudyHandle.open(spec, stores, data.content_hash)
-        return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, on_trial))
+        handle = StudyHandle.open(spec, stores, data.content_hash, save_models=save_models)
+        return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, fuse, on_trial))
 
 
 def create(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None, allow_builder: bool = False,
@@ -190,3 +196,144 @@ def _as_spec(spec_or_path) -> SweepSpec:
         return parse_spec(spec_or_path)
     return load_spec(spec_or_path)
 
+
+SAVE_MODELS = ("none", "best", "all")
+
+
+def report(name: str, out: str | Path | None = None, format: str = "md", **store_options) -> Path:
+    """Write the study's overfitting-vs-regularization report (`tracking.report`) into `out` [default:
+    <workspace>/reports/<study>] as md or html, log it to the study's parent MLflow run (`report/`), and return the
+    report file. An empty or small study gets a report that says what is missing."""
+    import tempfile
+
+    from tracking.report import FORMATS, build_report, write_report
+
+    if format not in FORMATS:
+        raise SpecError(f"`format` must be one of {', '.join(FORMATS)}, but got {format!r}")
+    stores = Stores.resolve(**store_options)
+    study = load_study(name, stores)
+    sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
+
+    def artifact(run_id: str, file_name: str) -> bytes | None:
+        from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as progress_bar
+
+        before = progress_bar.get_raw()
+        progress_bar.set(False)  # no progress bars in a report's output
+        with tempfile.TemporaryDirectory(prefix="fitgap-report-") as folder:
+            try:
+                return Path(sink.client.download_artifacts(run_id, file_name, folder)).read_bytes()
+            except Exception:  # no such artifact (not 2-D data, an older trial): the report says it is missing
+                return None
+            finally:
+                progress_bar.unset() if before is None else progress_bar.set(before)
+
+    with ResultsDB(stores.results_url) as results:
+        document = build_report(name, results.trials(name), lambda number: results.epochs(name, number),
+                                study.user_attrs.get("fitgap.spec", {}), study, artifact)
+    path = write_report(document, Path(out) if out else stores.workspace / "reports" / name, format)
+    parent = sink.find_study_run(name)
+    if parent is not None:
+        files = {path.name: path.read_bytes(), **document.images}
+        sink.log_files(parent.run_id, files, "report")
+    return path
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """Trial `number` trained again from its stored params and seed, with both curves."""
+
+    study: str
+    number: int
+    seeds: list[int]  # one per repeat: the stored seed first
+    state: str
+    reason: str | None
+    stored: list[dict[str, Any]]  # the results database's epochs
+    again: list[dict[str, Any]]  # the rerun's (the mean over repeats, as stored)
+    tolerance: float
+
+    def differences(self) -> dict[str, float]:
+        """Per metric, the largest |stored - rerun| over the epochs both have (metrics both measured)."""
+        found: dict[str, float] = {}
+        for old, new in zip(self.stored, self.again):
+            for name, value in new.items():
+                if name != "epoch" and old.get(name) is not None and value is not None:
+                    found[name] = max(found.get(name, 0.0), abs(old[name] - value))
+        return found
+
+    @property
+    def matches(self) -> bool:
+        scale = {k: max([1.0] + [abs(e[k]) for e in self.stored if e.get(k) is not None]) for k in self.differences()}
+        return (self.state == "COMPLETE" and len(self.stored) == len(self.again) and bool(self.again)
+                and all(d <= self.tolerance * scale[k] for k, d in self.differences().items()))
+
+    def comparison(self) -> str:
+        lines = [f"trial {self.number} of {self.study} trained again with seed{'s' if len(self.seeds) > 1 else ''} "
+                 f"{', '.join(map(str, self.seeds))}: {self.state}{f' ({self.reason})' if self.reason else ''}; "
+                 f"{len(self.stored)} epochs stored, {len(self.again)} rerun",
+                 f"{'metric':<14} {'stored (last)':>14} {'rerun (last)':>14} {'max |diff|':>11}"]
+        for name, diff in sorted(self.differences().items()):
+            last_old = self.stored[min(len(self.stored), len(self.again)) - 1].get(name)
+            last_new = self.again[min(len(self.stored), len(self.again)) - 1].get(name)
+            lines.append(f"{name:<14} {last_old:>14.6g} {last_new:>14.6g} {diff:>11.3g}")
+        verdict = "match" if self.matches else "DIFFER"
+        lines.append(f"curves {verdict} (tolerance {self.tolerance:g}, relative to each metric's scale)")
+        return "\n".join(lines)
+
+
+def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | None = None, tolerance: float = 1e-5,
+          **store_options) -> Rerun:
+    """Rebuild trial `number` from the results database — its stored params, seed and executor — and train it again
+    through an executor process (the dataset section comes from the spec stored with the study, its relative paths
+    resolving in `data_dir`). Nothing is written. With the same seed the curves match the stored ones."""
+    import queue
+
+    from studies.coordinator import mean_curves
+    from studies.executor import Died, ExecutorProcess
+    from studies.protocol import Ready, TrialOutcome, TrialTask
+    from studies.study import derive_seed
+    from tracking.records import EpochRecord
+
+    stores = Stores.resolve(**store_options)
+    study = load_study(name, stores)
+    spec = stored_spec(study, Path(data_dir))
+    with ResultsDB(stores.results_url) as results:
+        row = next((r for r in results.trials(name) if r["number"] == number), None)
+        if row is None:
+            known = [r["number"] for r in results.trials(name)]
+            raise SpecError(f"study {name!r} has no trial {number} in the results database (it has "
+                            f"{', '.join(map(str, known)) or 'none'})")
+        params, stored = results.params(name, number), results.epochs(name, number)
+    if row["seed"] is None or not params:
+        raise SpecError(f"trial {number} of {name!r} has no stored params or seed to rebuild it from")
+    data = load_dataset(spec.dataset.model_dump(), spec.base_dir)
+    if data.content_hash != study.user_attrs.get("fitgap.dataset_hash"):
+        raise SpecError(f"the data of study {name!r} differ from the data it was trained on: use --data-dir")
+    repeats = row["repeats"] or 1
+    seeds = [row["seed"]] + [derive_seed(spec.seed, "trial", number, r) for r in range(1, repeats)]
+    tasks = [TrialTask(name, number, params, seed, spec.dataset.model_dump(), str(spec.base_dir),
+                       tuple(zip(spec.metrics, spec.directions)), frozenset(), repeat, row["executor"] or "keras")
+             for repeat, seed in enumerate(seeds)]
+    events: queue.Queue = queue.Queue()
+    slot = plan_slots(gpus, 1, None)[0]
+    executor = ExecutorProcess(slot, events, stores.workspace / "logs" / "rerun.log")
+    runs: list[list[EpochRecord]] = []
+    outcome: TrialOutcome | None = None
+    try:
+        current: list[EpochRecord] = []
+        while len(runs) < len(tasks):
+            _, message = events.get()
+            if isinstance(message, Ready):
+                executor.submit(*tasks)  # one after another, as a slot trains them
+            elif isinstance(message, EpochRecord):
+                current.append(message)
+            elif isinstance(message, TrialOutcome):
+                runs.append(current)
+                current = []
+                outcome = message if outcome is None or message.state != "COMPLETE" else outcome
+            elif isinstance(message, Died):
+                outcome = TrialOutcome(number, "FAIL", reason=f"executor died (exit code {message.returncode})")
+                break
+    finally:
+        executor.close()
+    again = [{"epoch": e.epoch, **e.metrics} for e in mean_curves(runs)] if runs and all(runs) else []
+    return Rerun(name, number, seeds, outcome.state, outcome.reason, stored, again, tolerance)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,7 +37,8 @@ def _store_options(command):
     return command
 
 
-def _slot_options(command):
+def _run_options(command):
+    """How a coordinator runs its trials: slots, retries, recycling, timeout, models kept, fusing."""
     options = [
         click.option("--gpus", metavar="all|none|0,2", help="GPUs to use, one executor per slot [default: all]."),
         click.option("--slots-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
@@ -49,6 +51,11 @@ def _slot_options(command):
                      help="Replace an executor after this many trainings (bounds memory creep)."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
                      help="Stop starting new trials after this long; running ones finish."),
+        click.option("--save-models", type=click.Choice(["none", "best", "all"]), default="best", show_default=True,
+                     help="Keep trained models (Keras format) in WORKSPACE/models/STUDY: none, the best trial's (the "
+                          "Pareto set's), or all; kept ones are also logged to their MLflow runs."),
+        click.option("--fuse", type=click.IntRange(min=1), metavar="K",
+                     help="Trials trained together per batch by the fused executor [default: chosen automatically]."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -90,7 +97,7 @@ def main():
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--trials", type=click.IntRange(min=1), help="Total trial budget of the study (replaces the stored one).")
 @click.option("--allow-builder", is_flag=True, help="Let the spec's `model.builder` import and run your module.")
-@_slot_options
+@_run_options
 @_store_options
 @_errors_exit_2
 def launch(spec, trials, **kwargs):
@@ -106,7 +113,7 @@ def launch(spec, trials, **kwargs):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where the study's relative data paths resolve on this machine.")
 @click.option("--allow-builder", is_flag=True, help="Let the study's `model.builder` import and run your module.")
-@_slot_options
+@_run_options
 @_store_options
 @_errors_exit_2
 def worker(study, **kwargs):
@@ -266,6 +273,7 @@ def ui(study, host, port, workers, **kwargs):
     with open(log, "ab") as output:
         server = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     base = f"http://{host}:{port}"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the server: no orphan
     try:
         if not _wait_until_up(f"{base}/health", server):
             click.echo(f"fitgap: error: the MLflow server did not answer on {base}: see {log}", err=True)
@@ -379,6 +387,44 @@ def export(study, format_, out, **kwargs):
     out = out or f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study)}.{format_}"
     rows = write(Stores.resolve(**_stores(kwargs)).results_url, study, out, format_)
     click.echo(f"wrote {rows} trials of {study} to {out}")
+
+
+@main.command()
+@click.argument("study")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the report and its plots "
+              "[default: WORKSPACE/reports/STUDY].")
+@click.option("--format", "format_", type=click.Choice(["md", "html"]), default="md", show_default=True,
+              help="md (plots as PNG files beside it) or html (plots embedded).")
+@_store_options
+@_errors_exit_2
+def report(study, out, format_, **kwargs):
+    """Write STUDY's overfitting-vs-regularization report (tables, trends, importances, plots) and log it to the
+    study's MLflow run."""
+    from studies.api import report as write
+
+    path = write(study, out, format_, **_stores(kwargs))
+    click.echo(f"report of {study}: {path}")
+
+
+@main.command()
+@click.argument("study")
+@click.argument("number", type=click.IntRange(min=0))
+@click.option("--data-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where the study's relative data paths resolve on this machine.")
+@click.option("--gpus", metavar="all|none|0,2", help="Device to train on [default: a GPU if there is one].")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+              help="Largest difference (relative to each metric's scale) still counted as a match.")
+@_store_options
+@_errors_exit_2
+def rerun(study, number, data_dir, gpus, tolerance, **kwargs):
+    """Train trial NUMBER of STUDY again from its stored params and seed, and compare its curves with the stored
+    ones (exit 1 when they differ)."""
+    from studies.api import rerun as again
+
+    result = again(study, number, data_dir=data_dir, gpus=gpus, tolerance=tolerance, **_stores(kwargs))
+    click.echo(result.comparison())
+    if not result.matches:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

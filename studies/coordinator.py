@@ -10,6 +10,7 @@ A trial is `repeats` trainings with different seeds, possibly on different slots
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import queue
@@ -89,9 +90,11 @@ def mean_curves(runs: list[list[EpochRecord]]) -> list[EpochRecord]:
 class Coordinator:
     def __init__(self, handle: StudyHandle, slots: list[Slot], timeout: float | None = None,
                  retries: int = 1, max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR,
-                 on_trial: Callable[[TrialRecord, int, int], None] | None = None):
+                 fuse: int | None = None, on_trial: Callable[[TrialRecord, int, int], None] | None = None):
         self.h = handle
         self.spec = handle.spec
+        self.executor = self.spec.executor if self.spec.executor != "auto" else "keras"
+        self.fuse = (fuse or 8) if self.executor == "fused" else 1  # trainings per batch
         self.slots = {slot.index: slot for slot in slots}
         self.deadline = time.time() + timeout if timeout else math.inf
         self.retries = retries
@@ -102,7 +105,7 @@ class Coordinator:
         self.devices: dict[int, str] = {}  # slot -> device its executor reported when ready
         self.trained: dict[int, int] = {}  # slot -> trainings done by its current executor
         self.idle: set[int] = set()
-        self.running: dict[int, _Training] = {}  # by slot
+        self.running: dict[int, dict[int, _Training]] = {}  # slot -> trial number -> its training there
         self.waiting: list[tuple[_Trial, int]] = []  # repeats of asked trials that no slot has taken yet
         self.trials: dict[int, _Trial] = {}  # unfinished trials by number
         self.finished: list[TrialRecord] = []
@@ -136,9 +139,9 @@ class Coordinator:
                 executor.close(kill=True)
             self.waiting.clear()
             for index in list(self.running):
-                training = self.running.pop(index)
-                training.stop_reason = "interrupted"
-                self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason="interrupted"))
+                for training in self.running.pop(index).values():
+                    training.stop_reason = "interrupted"
+                    self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason="interrupted"))
             raise
         finally:
             for executor in self.executors.values():
@@ -158,53 +161,73 @@ class Coordinator:
             if time.time() >= self.deadline:
                 self.stopping = True
                 return
+            while len(self.waiting) < self.fuse and self._ask():
+                pass
             if not self.waiting:
-                self._ask()
-                if not self.waiting:
-                    return
-            trial, repeat = self.waiting.pop(0)
+                return
             index = self.idle.pop()
-            seed = derive_seed(self.spec.seed, "trial", trial.trial.number, *([repeat] if repeat else []))
-            task = TrialTask(self.spec.name, trial.trial.number, trial.params, seed, self.spec.dataset.model_dump(),
-                             str(self.spec.base_dir), tuple(zip(self.spec.metrics, self.spec.directions)),
-                             report_epochs(self.spec.pruner, trial.params["epochs"]), repeat)
-            self.running[index] = _Training(trial, task, index, self.devices[index])
-            self.executors[index].submit(task)
+            batch = self._take_batch()
+            tasks = [self._task(trial, repeat) for trial, repeat in batch]
+            self.running[index] = {task.number: _Training(trial, task, index, self.devices[index])
+                                   for (trial, _), task in zip(batch, tasks)}
+            self.executors[index].submit(*tasks)
 
-    def _ask(self) -> None:
+    def _take_batch(self) -> list[tuple[_Trial, int]]:
+        """Up to `fuse` waiting trainings, at most one per trial (a batch's records are told apart by trial)."""
+        batch: list[tuple[_Trial, int]] = []
+        for unit in list(self.waiting):
+            if len(batch) < self.fuse and all(unit[0] is not taken for taken, _ in batch):
+                batch.append(unit)
+                self.waiting.remove(unit)
+        return batch
+
+    def _task(self, trial: _Trial, repeat: int) -> TrialTask:
+        spec = self.spec
+        seed = derive_seed(spec.seed, "trial", trial.trial.number, *([repeat] if repeat else []))
+        return TrialTask(spec.name, trial.trial.number, trial.params, seed, spec.dataset.model_dump(),
+                         str(spec.base_dir), tuple(zip(spec.metrics, spec.directions)),
+                         report_epochs(spec.pruner, trial.params["epochs"]), repeat, self.executor,
+                         save_model=self.h.save_models != "none" and repeat == 0)
+
+    def _ask(self) -> bool:
+        """Ask Optuna for one more trial, within the budget; its repeats join the waiting list."""
         with self.h.asking():  # several coordinators on one server: the budget check and the ask are one step
             self.h.fail_stale_trials(self.retries)
             if self.h.stop_requested():
                 self.stopping = True
             if self.stopping or self.h.remaining() <= 0:
-                return
+                return False
             trial = self.h.study.ask()
         params = trial_params(self.spec, suggest(trial, self.spec))
         seed = derive_seed(self.spec.seed, "trial", trial.number)
         run_id = self.h.start_trial_run(trial, seed, self.spec.repeats)
         self.trials[trial.number] = _Trial(trial, params, run_id)
         self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
+        return True
 
     # -- events -----------------------------------------------------------------------------------------------------
 
     def _handle(self, index, message) -> None:
         if index == "interrupt":
             raise KeyboardInterrupt
-        training = self.running.get(index)
         if isinstance(message, Ready):
             self.devices[index] = message.device
             self.idle.add(index)
         elif isinstance(message, EpochRecord):
+            training = self.running[index][message.trial]
             training.epochs.append(message)
             if message.epoch in training.task.decide_at:
                 self._decide(index, training, message)
         elif isinstance(message, TrialOutcome):
-            del self.running[index]
-            self.trained[index] = self.trained.get(index, 0) + 1
-            if self.trained[index] >= self.max_trials_per_executor:
-                self._recycle(index)
-            else:
-                self.idle.add(index)
+            training = self.running[index].pop(message.number)
+            self.trained[index] += 1
+            if not self.running[index]:
+                del self.running[index]
+                if self.trained[index] >= self.max_trials_per_executor:
+                    self._recycle(index)
+                else:
+                    self.idle.add(index)
+                self._dispatch()  # the slot trains the next trials while this one is written
             self._training_done(training, message)
         elif isinstance(message, Died):
             self._executor_died(index, message.returncode)
@@ -227,8 +250,7 @@ class Coordinator:
             log = self.h.stores.workspace / "logs" / f"executor-{index}.log"
             raise ExecutorError(f"the executor of slot {index} exited (code {returncode}) before it was ready: "
                                 f"see {log}")
-        training = self.running.pop(index, None)
-        if training:
+        for training in self.running.pop(index, {}).values():
             reason = training.stop_reason or f"executor died (exit code {returncode})"
             self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason),
                                 retry=training.stop_reason is None)
@@ -241,7 +263,7 @@ class Coordinator:
         if limit is None:
             return
         now = time.time()
-        for index, training in list(self.running.items()):
+        for index, training in [(i, t) for i, batch in self.running.items() for t in batch.values()]:
             over = now - training.trial.started_at - limit
             if over > 0 and training.stop_reason is None:
                 training.stop_reason = f"trial timeout ({limit:g} s) exceeded"
@@ -252,7 +274,7 @@ class Coordinator:
     def _next_wakeup(self) -> float:
         wakeup = HEARTBEAT_S
         if self.spec.trial_timeout is not None and self.running:
-            first = min(t.trial.started_at for t in self.running.values())
+            first = min(t.trial.started_at for batch in self.running.values() for t in batch.values())
             wakeup = min(wakeup, max(0.05, first + self.spec.trial_timeout - time.time()))
         return wakeup
 
@@ -262,13 +284,13 @@ class Coordinator:
         trial = training.trial
         if training.stop_reason and outcome.state == "PRUNED":
             state = "PRUNED" if training.stop_reason.startswith("pruned") else "FAIL"
-            outcome = TrialOutcome(outcome.number, state, outcome.complexity, training.stop_reason, None,
-                                   outcome.test_metrics, outcome.artifacts)
+            outcome = dataclasses.replace(outcome, state=state, reason=training.stop_reason)
         trial.done[training.task.repeat] = (training.epochs, outcome)
         if outcome.state != "COMPLETE" and trial.failure is None:
             trial.failure = outcome
             self.waiting = [(t, r) for t, r in self.waiting if t is not trial]  # no point training the rest
-        if any(t.trial is trial for t in self.running.values()) or any(t is trial for t, _ in self.waiting):
+        busy = [t.trial for batch in self.running.values() for t in batch.values()]
+        if any(t is trial for t in busy) or any(t is trial for t, _ in self.waiting):
             return  # other repeats of this trial are still training
         self._record(trial, training, retry)
 
@@ -308,6 +330,7 @@ class Coordinator:
             repeats=self.spec.repeats,
             value_std=value_std,
             test_metrics=test_metrics,
+            executor=outcome.executor,
         )
         attempt = trial.trial.user_attrs.get("fitgap.attempt", 0)
         self.h.record(trial.trial, record, retry=retry and attempt < self.retries)

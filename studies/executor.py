@@ -124,35 +124,50 @@ def main() -> None:
     import tensorflow as tf
 
     from studies.keras.datasets import load_dataset
-    from studies.keras.train import train
 
     device = pin_device(tf)
     threading.Thread(target=read_input, daemon=True).start()
     send(out, Ready(os.getpid(), device))
     datasets: dict[str, Any] = {}
+    current: dict[int, TrialTask] = {}
 
-    def run(task: TrialTask) -> TrialOutcome:
-        def on_epoch(record) -> bool:
-            send(out, record)
-            if record.epoch in task.decide_at:  # wait for the pruner: the same epochs decide on every run
-                with answered:
-                    answered.wait_for(lambda: task.number in stops or decided.get(task.number, -1) >= record.epoch)
-            return task.number in stops
+    def on_epoch(record) -> bool:
+        send(out, record)
+        task = current[record.trial]
+        if record.epoch in task.decide_at:  # wait for the pruner: the same epochs decide on every run
+            with answered:
+                answered.wait_for(lambda: task.number in stops or decided.get(task.number, -1) >= record.epoch)
+        return task.number in stops
 
+    def data_of(task: TrialTask):
         key = repr((sorted(task.dataset.items()), task.data_dir))
         if key not in datasets:
             datasets[key] = load_dataset(task.dataset, Path(task.data_dir))
-        return train(task, datasets[key], on_epoch)
+        return datasets[key]
 
     while True:
         batch: Batch = batches.get()
-        for task in batch.tasks:
-            try:
-                outcome = run(task)
-            except Exception as e:  # the trainer reports its own failures; this is the last resort
-                outcome = TrialOutcome(task.number, "FAIL", reason=f"{type(e).__name__}: {e}",
-                                       traceback=traceback.format_exc())
+        current = {task.number: task for task in batch.tasks}
+        try:
+            outcomes = train_batch(list(batch.tasks), data_of(batch.tasks[0]), on_epoch)
+        except Exception as e:  # the trainers report their own failures; this is the last resort
+            outcomes = [TrialOutcome(task.number, "FAIL", reason=f"{type(e).__name__}: {e}",
+                                     traceback=traceback.format_exc()) for task in batch.tasks]
+        for outcome in outcomes:
             send(out, outcome)
+
+
+def train_batch(tasks: list[TrialTask], data, on_epoch) -> list[TrialOutcome]:
+    """A fused batch trains as one graph; otherwise each task trains alone with its executor."""
+    if tasks[0].executor == "fused":
+        from studies.keras.fused import train_fused
+
+        return train_fused(tasks, data, on_epoch)
+    if tasks[0].executor == "compiled":
+        from studies.keras.compiled import train_compiled as train
+    else:
+        from studies.keras.train import train
+    return [train(task, data, on_epoch) for task in tasks]
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ writes anything; afterwards it is the only writer of the study's trials on this 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import os
@@ -77,7 +78,7 @@ def stored_spec(study: optuna.Study, data_dir: Path) -> SweepSpec:
 
 
 class StudyHandle:
-    def __init__(self, spec, stores, storage, study, study_run, sink, results):
+    def __init__(self, spec, stores, storage, study, study_run, sink, results, save_models="best"):
         self.spec: SweepSpec = spec
         self.stores: Stores = stores
         self.storage: optuna.storages.RDBStorage = storage
@@ -85,6 +86,7 @@ class StudyHandle:
         self.study_run: StudyRun = study_run
         self.sink: MlflowSink = sink
         self.results: ResultsDB = results
+        self.save_models: str = save_models  # none, best or all: which trained models the workspace keeps
 
     @staticmethod
     def check(spec: SweepSpec, stores: Stores, dataset_hash: str) -> None:
@@ -102,7 +104,8 @@ class StudyHandle:
         MlflowSink(stores.tracking_uri, stores.artifact_root).experiment(spec.name, create=False)
 
     @classmethod
-    def open(cls, spec: SweepSpec, stores: Stores, dataset_hash: str, trials: int | None = None) -> "StudyHandle":
+    def open(cls, spec: SweepSpec, stores: Stores, dataset_hash: str, trials: int | None = None,
+             save_models: str = "best") -> "StudyHandle":
         """Create or resume the study (after `check`); `trials` replaces the stored budget."""
         dumped = spec.model_dump(mode="json", exclude={"trials"})
         cls.check(spec, stores, dataset_hash)
@@ -127,7 +130,7 @@ class StudyHandle:
         study.sampler = make_sampler(spec, derive_seed(spec.seed, "sampler", len(study.trials), launches))
         study.pruner = make_pruner(spec.pruner, spec.epochs)
         study_run = sink.study_run(spec.name, _study_tags(spec, dataset_hash), yaml.safe_dump(dumped, sort_keys=False))
-        return cls(spec, stores, storage, study, study_run, sink, ResultsDB(stores.results_url))
+        return cls(spec, stores, storage, study, study_run, sink, ResultsDB(stores.results_url), save_models)
 
     @property
     def budget(self) -> int:
@@ -209,7 +212,19 @@ class StudyHandle:
         return run_id
 
     def record(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False) -> None:
-        """Tracking first, Optuna last (see the coordinator's docstring); a retry re-enqueues the same params."""
+        """Tracking first, Optuna last (see the coordinator's docstring); a retry re-enqueues the same params.
+
+        A model the executor sent (`model.keras`) goes to `<workspace>/models/<study>/trial-<n>.keras`, not to MLflow:
+        `close` cuts the folder down to the best and logs what it keeps (`save_models`: none, best or all).
+        """
+        model = record.artifacts.get("model.keras")
+        if model is not None:
+            record = dataclasses.replace(record, artifacts={k: v for k, v in record.artifacts.items()
+                                                            if k != "model.keras"})
+            if record.state == "COMPLETE" and self.save_models != "none":
+                folder = self.stores.workspace / "models" / self.spec.name
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"trial-{record.number}.keras").write_bytes(model)
         self.sink.finish_trial(record)
         self.results.write_trial(record)
         if record.reason:
@@ -222,6 +237,23 @@ class StudyHandle:
             self._retry(self.study._storage.get_trial(trial._trial_id))
 
     def close(self, status: str = "FINISHED") -> None:
+        """End the launch: saved models cut down to the best trial (the Pareto set of a multi-objective study)
+        unless `save_models` is "all", the kept ones logged to their runs (`model/`), trial plots flushed, parent run
+        closed."""
+        folder = self.stores.workspace / "models" / self.spec.name
+        models = {int(p.stem.removeprefix("trial-")): p for p in folder.glob("trial-*.keras")}
+        if models:
+            complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            best = {t.number for t in self.study.best_trials} if complete else set()
+            if self.save_models == "best":
+                for number in models.keys() - best:
+                    models.pop(number).unlink()
+            runs = {t.number: t.user_attrs.get("fitgap.mlflow_run_id") for t in complete}
+            for number, path in models.items():
+                run_id = runs.get(number)
+                if run_id and not self.sink.client.list_artifacts(run_id, "model"):
+                    self.sink.client.log_artifact(run_id, str(path), "model")
+        self.sink.flush(timeout=300)
         self.sink.finish_study(self.study_run, status)
         self.results.close()
 

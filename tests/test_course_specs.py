@@ -24,7 +24,8 @@ def test_every_shipped_spec_validates_with_its_data(path):
 
 def test_the_dot_l2_study_is_the_courses_comparison():
     spec, _ = validate(SPECS / "course" / "dot-l2.yaml")
-    assert grid(spec) == {"regularizer": ["none", "l2"]} and spec.repeats > 1
+    assert grid(spec) == {"regularizer": ["none", "l2"]} and spec.repeats == 1 and spec.trials == 10
+    assert sorted(e["regularizer"] for e in spec.enqueue) == ["l2"] * 5 + ["none"] * 5  # five trainings per arm
     assert spec.params["regularization_weight"] == 0.015  # the course's 0.03 on tf.nn.l2_loss = sum(w**2) / 2
     assert (spec.model.hidden, spec.epochs, spec.batch_size, spec.params["learning_rate"]) == ([11], 400, 32, 0.01)
     assert spec.params["loss"] == "mse"

@@ -183,3 +183,5 @@ def test_fitgap_ui_serves_the_study_with_its_nested_runs(launched):
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+    with pytest.raises(ConnectionRefusedError):  # the server went with it: no orphan keeps the port
+        socket.create_connection(("127.0.0.1", port), timeout=5)

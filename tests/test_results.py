@@ -171,7 +171,8 @@ def test_migrations_use_their_own_version_table(db, raw):
     assert {"trials", "trial_params", "epochs", "fitgap_alembic_version"} <= tables
     assert "alembic_version" not in tables
     with raw.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM fitgap_alembic_version")).scalars().all() == ["0002"]
+        versions = conn.execute(sa.text("SELECT version_num FROM fitgap_alembic_version")).scalars().all()
+    assert versions == [results.SCHEMA_REVISION]
 
 
 def test_reopening_does_not_run_alembic(url, monkeypatch):
@@ -330,3 +331,46 @@ def test_a_database_at_0001_is_migrated_keeping_its_trials(tmp_path):
         assert len(db.trials("new")) == 1
     with ResultsDB(url, create=False):  # at head now: opens read-only style
         pass
+
+
+def test_a_database_at_0002_is_migrated_to_the_diagnosis_columns(tmp_path):
+    """0003 adds the diagnosis and executor columns; a trial written before keeps its values and reads NULL there."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(results.MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.execute(sa.text("INSERT INTO trials (study, number, state, best_gap, repeats) "
+                             "VALUES ('old', 0, 'COMPLETE', 0.125, 2)"))
+    engine.dispose()
+
+    with ResultsDB(url) as db:
+        [row] = db.trials("old")
+        assert (row["best_gap"], row["repeats"]) == (0.125, 2)
+        assert all(row[c] is None for c in ("executor", "verdict", "overfit_epoch", "fit_measure", "final_fit_gap"))
+
+
+def overfitting_epochs(n=40, onset=15):
+    """Training loss falls all along; validation loss bottoms out at `onset` and climbs; accuracies part ways."""
+    return tuple(EpochRecord(trial=0, epoch=i, metrics={
+        "loss": 1.0 / (i + 1), "val_loss": 0.3 + 0.01 * (i - onset) ** 2 / 10, "gap": 0.0,
+        "accuracy": min(1.0, 0.7 + 0.01 * i), "val_accuracy": 0.8, "accuracy_gap": 0.0}) for i in range(n))
+
+
+def test_each_trial_is_stored_with_its_diagnosis_and_executor(db):
+    db.write_trial(record(epochs=overfitting_epochs(), best_epoch=15, executor="compiled"))
+    db.write_trial(record(number=1, state="FAIL", epochs=(), best_epoch=None, values=None))
+
+    overfit, failed = db.trials("s")
+    assert overfit["executor"] == "compiled" and overfit["verdict"] == "overfit"
+    assert overfit["overfit_epoch"] == 15 and overfit["fit_measure"] == "accuracy_gap"
+    assert overfit["best_fit_gap"] == pytest.approx(0.85 - 0.8)
+    assert overfit["final_fit_gap"] == pytest.approx(1.0 - 0.8)
+    assert "accuracy_gap" in overfit["verdict_reason"]
+    assert failed["verdict"] is None and failed["overfit_epoch"] is None and failed["verdict_reason"] is None
+    assert failed["executor"] == "keras"

@@ -2,11 +2,22 @@
 
 Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), and a trial's curves
 are written in a few `log_batch` calls when it ends (one call per point costs seconds per trial).
+
+A trial's diagnosis (`tracking.diagnosis`) becomes `fitgap.*` tags. Its plots (learning curves, and the decision
+boundary when the executor sent `boundary.npz`) cost ~100 ms each to render: a plotting process renders and logs
+them (`tracking.plots.main`), so the coordinator only hands it the record; `flush()` waits for it (the study's
+close does).
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +26,7 @@ from typing import Any, Mapping
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
+from tracking.diagnosis import diagnose
 from tracking.records import TrialRecord
 
 for _name in ("mlflow", "alembic"):
@@ -23,6 +35,7 @@ for _name in ("mlflow", "alembic"):
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # else MLflow 3's UI opens on GenAI pages
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100  # log_batch limits
+_log = logging.getLogger(__name__)
 
 
 class TrackingError(Exception):
@@ -41,6 +54,8 @@ class MlflowSink:
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.artifact_root = artifact_root  # local stores only: else MLflow writes artifacts under the cwd
+        self._plotter: _Plotter | None = None  # started by the first trial that has something to plot
+        self._artifact_uris: dict[str, str] = {}  # of the trial runs started here: the plotting process needs them
 
     def experiment(self, study: str, create: bool = True) -> str | None:
         """The study's experiment id (created, tagged for model training, when missing and `create`)."""
@@ -78,7 +93,9 @@ class MlflowSink:
         tags = {"mlflow.parentRunId": study.run_id, "fitgap.trial": str(number), "fitgap.state": "RUNNING"} | {
             k: str(v) for k, v in tags.items()
         }
-        return self.client.create_run(study.experiment_id, run_name=f"{name}-{number}", tags=tags).info.run_id
+        info = self.client.create_run(study.experiment_id, run_name=f"{name}-{number}", tags=tags).info
+        self._artifact_uris[info.run_id] = info.artifact_uri
+        return info.run_id
 
     def finish_trial(self, record: TrialRecord) -> None:
         """Params, complexity, every epoch's metrics, tags and artifacts, then the final status."""
@@ -90,19 +107,57 @@ class MlflowSink:
         metrics += [Metric(k, v, now, e.epoch) for e in record.epochs for k, v in e.metrics.items()]
         if record.values is not None:
             metrics += [Metric(f"objective_{i}", v, now, record.best_epoch or 0) for i, v in enumerate(record.values)]
-        tags = {"fitgap.state": record.state, "fitgap.device": record.device, "fitgap.slot": record.slot}
+        tags = {"fitgap.state": record.state, "fitgap.device": record.device, "fitgap.slot": record.slot,
+                "fitgap.executor": record.executor}
         if record.best_epoch is not None:
             tags["fitgap.best_epoch"] = record.best_epoch
         if record.reason:
             tags["fitgap.reason"] = record.reason[:5000]
+        diagnosis = diagnose(record.epochs, record.best_epoch)
+        tags |= diagnosis.tags()
+        plot = bool(record.epochs) and (self._plotter is None or self._plotter.has_room())
+        if record.epochs:  # why a run has no learning_curves.png (`fitgap report` still plots the trials it shows)
+            tags["fitgap.plots"] = "rendered in the background" if plot else "skipped: trials ended faster than plots"
         for i in range(0, len(params), _MAX_PARAMS):
             self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS])
         for i in range(0, len(metrics), _MAX_METRICS):
             self.client.log_batch(run_id, metrics=metrics[i : i + _MAX_METRICS])
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in list(tags.items())[:_MAX_TAGS]])
-        for file_name, content in record.artifacts.items():
-            self.client.log_text(run_id, content.decode("utf-8", "replace"), file_name)
+        self.log_files(run_id, record.artifacts)
         self.client.set_terminated(run_id, _STATUS[record.state], end_time=int(record.finished_at * 1000))
+        artifact_uri = self._artifact_uris.pop(run_id, None)
+        if plot:
+            if self._plotter is None:
+                self._plotter = _Plotter(self.client.tracking_uri)
+            artifact_uri = artifact_uri or self.client.get_run(run_id).info.artifact_uri
+            self._plotter.submit(artifact_uri, record, diagnosis.overfit_epoch)
+
+    def log_files(self, run_id: str, files: Mapping[str, bytes], artifact_path: str | None = None) -> None:
+        """Artifacts given as bytes (text or binary), in one call."""
+        if not files:
+            return
+        with tempfile.TemporaryDirectory(prefix="fitgap-artifacts-") as folder:
+            for name, content in files.items():
+                target = Path(folder, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            self.client.log_artifacts(run_id, folder, artifact_path)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the plots of every finished trial are rendered and logged (ends the plotting process)."""
+        if self._plotter is not None:
+            self._plotter.close(timeout)
+            self._plotter = None
+
+    def find_study_run(self, study: str) -> StudyRun | None:
+        """The study's parent run, or None; creates nothing."""
+        experiment_id = self.experiment(study, create=False)
+        if experiment_id is None:
+            return None
+        found = self.client.search_runs(
+            [experiment_id], "tags.`fitgap.role` = 'study'", run_view_type=ViewType.ALL, max_results=1
+        )
+        return StudyRun(experiment_id, found[0].info.run_id) if found else None
 
     def fail_run(self, run_id: str, reason: str) -> None:
         """Close a run whose trial ended without a record (its process died): never leave it RUNNING."""
@@ -133,3 +188,56 @@ class MlflowSink:
 def _text(value: Any) -> str:
     return str(value)[:6000]
 
+
+class _Plotter:
+    """The plotting process (`python -m tracking.plots`): it gets the tracking URI, then (artifact URI, record,
+    overfit epoch) triples, pickled on its stdin, and logs each trial's PNGs to the run's artifacts — never the
+    tracking database, so it takes no lock the coordinator waits for. A process rather than a thread, niced: ~100 ms
+    of rendering per plot must not compete with the coordinator for the GIL. A feeder thread writes the pipe (a
+    400-epoch record is larger than a pipe's buffer, and the coordinator must not wait for a busy plotter). A plot that
+    fails is a warning on stderr, never a failed study. When trials end faster than their plots render (tiny models,
+    fused batches), plotting skips trials while MAX_BACKLOG wait, so that closing the study waits seconds, not
+    minutes."""
+
+    MAX_BACKLOG = 16
+
+    def __init__(self, tracking_uri: str):
+        self.process = subprocess.Popen([sys.executable, "-m", "tracking.plots"], stdin=subprocess.PIPE)
+        self.pending: queue.Queue = queue.Queue()
+        self.feeder = threading.Thread(target=self._feed, daemon=True, name="fitgap-plots")
+        self.feeder.start()
+        self.pending.put(pickle.dumps(tracking_uri))  # on the pipe, not the command line: it may hold a password
+
+    def has_room(self) -> bool:
+        return self.pending.qsize() < self.MAX_BACKLOG
+
+    def submit(self, artifact_uri: str, record: TrialRecord, overfit_epoch: int | None) -> None:
+        self.pending.put(pickle.dumps((artifact_uri, record, overfit_epoch), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _feed(self) -> None:
+        broken = False
+        while (data := self.pending.get()) is not None:
+            if broken:
+                continue
+            try:
+                self.process.stdin.write(data)
+                self.process.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                broken = True
+                _log.warning("the plotting process has exited (code %s): no more trial plots", self.process.poll())
+        try:
+            self.process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait for every submitted trial's plots (at most `timeout` seconds), then end the process."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.pending.put(None)
+        self.feeder.join(timeout)
+        try:
+            self.process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _log.warning("the plotting process took over %s s: stopped, some trial plots are missing", timeout)
+            self.process.kill()
+            self.process.wait()

@@ -39,11 +39,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from tracking.diagnosis import diagnose
 from tracking.records import FINISHED_STATES, TrialRecord
 
 # The latest migration in tracking/migrations/versions. Comparing it with the version table is a single query,
 # far cheaper than loading Alembic just to learn that there is nothing to do (a test pins it to Alembic's head).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 # Optuna and MLflow each keep an `alembic_version` table: ours must not be confused with theirs.
 VERSION_TABLE = "fitgap_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -112,10 +113,19 @@ trials = Table(
     Column("finished_at", Float),
     Column("duration_s", Float),
     Column("mlflow_run_id", Text),
+    Column("executor", Text),  # keras, compiled or fused
+    # The diagnosis (tracking/diagnosis.py), computed from the epochs as the trial is written.
+    Column("verdict", Text),  # underfit, good_fit or overfit
+    Column("verdict_reason", Text),
+    Column("overfit_epoch", Integer),  # where overfitting set in; NULL: it did not
+    Column("fit_measure", Text),  # accuracy_gap or relative_mse_gap: loss-independent
+    Column("best_fit_gap", Float),
+    Column("final_fit_gap", Float),
     UniqueConstraint("study", "number", name="uq_trials_study_number"),
     Index("ix_trials_study_state", "study", "state"),
     Index("ix_trials_study_value", "study", "value"),
     Index("ix_trials_study_regularizer", "study", "regularizer"),
+    Index("ix_trials_study_verdict", "study", "verdict"),
 )
 
 trial_params = Table(
@@ -173,6 +183,8 @@ class ResultsDB:
       have them; every param, JSON-encoded, is a row of ``trial_params``. Metrics not in :data:`METRICS` are
       not stored; a metric the trial's task does not measure (``accuracy`` for regression, ``mse`` for
       classification...) is NULL. Test-set metrics (:data:`TEST_METRICS`) are columns of ``trials``.
+    - The trial's diagnosis (verdict, overfitting onset, loss-independent fit gaps: ``tracking.diagnosis``) is
+      computed from its epochs here, so every writer stores the same one.
     """
 
     def __init__(self, url: str, create: bool = True):
@@ -227,6 +239,7 @@ class ResultsDB:
         if record.state not in FINISHED_STATES:
             raise ResultsError(f"a stored trial must be one of {FINISHED_STATES}, but got {record.state=}")
         best, final, params = record.best, record.final, record.params
+        diagnosis = diagnose(record.epochs, record.best_epoch)
         row = {
             "study": record.study,
             "number": record.number,
@@ -249,6 +262,13 @@ class ResultsDB:
             "finished_at": record.finished_at,
             "duration_s": record.duration_s,
             "mlflow_run_id": record.mlflow_run_id,
+            "executor": record.executor,
+            "verdict": diagnosis.verdict,
+            "verdict_reason": diagnosis.reason if diagnosis.verdict else None,
+            "overfit_epoch": diagnosis.overfit_epoch,
+            "fit_measure": diagnosis.fit_measure,
+            "best_fit_gap": _num(diagnosis.fit_gap_at_best),
+            "final_fit_gap": _num(diagnosis.fit_gap_at_final),
         }
         if row["hidden"] is not None:
             row["hidden"] = json.dumps(list(row["hidden"]))

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from studies.keras.artifacts import trial_artifacts
 from studies.keras.cnn import augmenter
 from studies.keras.complexity import count, to_csv
 from studies.keras.decay import epoch_learning_rate, step_table
@@ -87,6 +88,8 @@ def train(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool]) -> Tri
             shuffle=False,  # the order is already fitgap's; Keras must not touch it
         )
         test_metrics = monitor.finish()
+        if monitor.state == "COMPLETE":  # with the weights the trial ends with (early stopping's best ones)
+            artifacts.update(trial_artifacts(model, params, data, head, task.save_model))
         return TrialOutcome(task.number, monitor.state, complexity, reason=monitor.reason, test_metrics=test_metrics,
                             artifacts=artifacts)
     except Exception as error:

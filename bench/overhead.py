@@ -1,0 +1,231 @@
+"""The coordinator's own cost per trial (ask, the pruner's reports, tell, MLflow, results rows) as a study grows.
+
+    .venv/bin/python bench/overhead.py [--at 100 1000 10000] [--window 50] [--tpe-at 100 1000 10000]
+
+The real `StudyHandle` and `Coordinator` run a study on SQLite stores (Optuna, MLflow, the results database, as
+`fitgap launch` creates them) with `RandomSampler`, so that fitgap's cost is measured apart from the sampler's.
+Trials are "trained" by a fake in-process executor (no TensorFlow, no process): each trial streams 100 epochs of 6
+metrics and waits for the pruner's decision at its report epochs (a median pruner reporting every 10 epochs), as a
+real executor does; so the time between two finished trials is the coordinator's alone. The median per trial is
+taken over the `window` trials that end at each count of `--at`, with the mean (the window's wall time per trial:
+with `--executor fused` the coordinator asks and writes in bursts of K, so the mean is the fair figure there) and
+where that time went (budget = the budget, stop and stale-trial checks around each ask and tell).
+
+The fake executor replaces `studies.coordinator.ExecutorProcess` (the one seam: a class with `submit`, `stop`,
+`decide`, `close`, that posts `Ready`, records and outcomes to the coordinator's event queue).
+
+The TPE sampler's own cost is printed apart: `ask` plus the dot spec's suggestions, in memory, on a study holding
+that many finished trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import math
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import optuna
+import yaml
+
+import studies.coordinator as coordinator_module
+from studies.coordinator import Coordinator
+from studies.protocol import Ready, TrialOutcome
+from studies.slots import plan_slots
+from studies.stores import Stores
+from studies.study import StudyHandle
+from sweeps.space import make_sampler, suggest
+from sweeps.spec import parse_spec
+from tracking.records import EpochRecord
+
+SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "specs" / "dot.yaml"
+METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "reg_loss", "lr")  # 6 per epoch
+
+
+class FakeExecutor:
+    """An in-process stand-in for `ExecutorProcess`: trains nothing, speaks the protocol."""
+
+    def __init__(self, slot, events, log_path):
+        self.slot, self.events = slot, events
+        self.decisions: dict[int, tuple[threading.Event, list]] = {}
+        self.rng = np.random.default_rng(slot.index)
+        events.put((slot.index, Ready(0, "cpu")))
+
+    def submit(self, *tasks) -> None:
+        for task in tasks:
+            threading.Thread(target=self._train, args=(task,), daemon=True).start()
+
+    def _train(self, task) -> None:
+        level = self.rng.uniform(0.5, 1.0)  # a trial's own curve, so that the pruner has something to decide
+        for epoch in range(task.params["epochs"]):
+            value = level * (1 - math.exp(-epoch / 20))
+            metrics = {name: float(value) for name in METRICS}
+            self.events.put((self.slot.index, EpochRecord(task.number, epoch, metrics)))
+            if epoch in task.decide_at:
+                answer = self.decisions[task.number] = (threading.Event(), [])
+                answer[0].wait()
+                if answer[1][0]:
+                    self.events.put((self.slot.index, TrialOutcome(task.number, "PRUNED", reason="stopped")))
+                    return
+        complexity = {"params_total": 45, "params_trainable": 45, "params_non_trainable": 0, "macs": 33}
+        self.events.put((self.slot.index, TrialOutcome(task.number, "COMPLETE", complexity)))
+
+    def decide(self, number: int, epoch: int, stop: bool) -> None:
+        event, answer = self.decisions[number]
+        answer.append(stop)
+        event.set()
+
+    def stop(self, number: int, reason: str) -> None:
+        pass
+
+    def close(self, kill: bool = False) -> None:
+        pass
+
+
+class Timings:
+    """Seconds spent per kind of coordinator work, by wrapping the methods that do it."""
+
+    def __init__(self):
+        self.spent: dict[str, float] = defaultdict(float)
+
+    def wrap(self, owner, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.spent[label] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    def take(self) -> dict[str, float]:
+        spent, self.spent = dict(self.spent), defaultdict(float)
+        return spent
+
+
+def spec_for(trials: int, executor: str):
+    raw = yaml.safe_load(SPEC.read_text())
+    return parse_spec({**raw, "name": "bench-overhead", "trials": trials, "sampler": "random", "executor": executor,
+                       "pruner": {"type": "median", "n_startup_trials": 5, "report_every": 10}})
+
+
+def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -> dict[int, tuple[float, float, dict]]:
+    """Run one study to max(counts); per count, over the window of trials ending there: the median and the mean
+    seconds between two finished trials, and the mean seconds per trial of each kind of work."""
+    spec = spec_for(max(counts), executor)
+    timings = Timings()
+    finished: list[float] = []
+    work: list[dict[str, float]] = []
+    progress = {count: None for count in counts}
+
+    def on_trial(record, used, budget):
+        finished.append(time.perf_counter())
+        work.append(timings.take())
+        if len(finished) in progress:
+            print(f"  {len(finished):>6} trials after {finished[-1] - finished[0]:.0f} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="fitgap-overhead-") as folder:
+        stores = Stores.resolve(workspace=Path(folder) / "ws")
+        from studies.keras.datasets import load_dataset
+
+        data = load_dataset(spec.dataset.model_dump())
+        original = coordinator_module.ExecutorProcess
+        coordinator_module.ExecutorProcess = FakeExecutor
+        try:
+            with stores.coordinator_lock():
+                handle = StudyHandle.open(spec, stores, data.content_hash)
+                handle.save_models = "none"
+                timings.wrap(handle.study, "ask", "ask")
+                for name in ("remaining", "used_budget", "fail_stale_trials", "stop_requested", "heartbeat"):
+                    timings.wrap(handle, name, "budget")  # the checks around each ask and tell
+                timings.wrap(handle.study, "tell", "tell")
+                timings.wrap(handle, "start_trial_run", "mlflow")
+                timings.wrap(handle.sink, "finish_trial", "mlflow")
+                timings.wrap(handle.results, "write_trial", "results")
+                timings.wrap(optuna.Trial, "report", "reports")
+                timings.wrap(optuna.Trial, "should_prune", "reports")
+                try:
+                    Coordinator(handle, plan_slots("none", cpu_slots=1), fuse=fuse, on_trial=on_trial).run()
+                finally:
+                    handle.close()
+        finally:
+            coordinator_module.ExecutorProcess = original
+            for name in ("report", "should_prune"):
+                with contextlib.suppress(AttributeError):
+                    setattr(optuna.Trial, name, getattr(optuna.Trial, name).__wrapped__)
+    intervals = np.diff(finished)
+    results = {}
+    for count in counts:
+        chosen = slice(max(0, count - 1 - window), count - 1)
+        kinds = defaultdict(float)
+        for spent in work[chosen.start + 1:chosen.stop + 1]:
+            for kind, seconds in spent.items():
+                kinds[kind] += seconds / window
+        mean = (finished[count - 1] - finished[chosen.start]) / (count - 1 - chosen.start)
+        results[count] = (float(np.median(intervals[chosen])), mean, dict(kinds))
+    return results
+
+
+def tpe_cost(count: int, asks: int = 20) -> float:
+    """Median seconds of TPE's ask + the dot spec's suggestions, in memory, with `count` finished trials."""
+    spec = spec_for(count, "keras")
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec.model_copy(update={"sampler": "tpe"}),
+                                                                            0))
+    filler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    rng = np.random.default_rng(0)
+    for _ in range(count):
+        trial = filler.ask()
+        suggest(trial, spec)
+        study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
+                                                  value=float(rng.uniform())))
+    costs = []
+    for _ in range(asks):
+        started = time.perf_counter()
+        trial = study.ask()
+        suggest(trial, spec)
+        costs.append(time.perf_counter() - started)
+        study.tell(trial, float(rng.uniform()))
+    return statistics.median(costs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--at", type=int, nargs="+", default=[100, 1000, 10000], help="study sizes to report at")
+    parser.add_argument("--window", type=int, default=50, help="trials the median is taken over, ending at each size")
+    parser.add_argument("--tpe-at", type=int, nargs="*", default=[100, 1000, 10000])
+    parser.add_argument("--executor", default="keras", choices=["keras", "fused"],
+                        help="fused: the coordinator asks --fuse trials at once")
+    parser.add_argument("--fuse", type=int, default=None)
+    args = parser.parse_args()
+    counts = sorted(args.at)
+    print(f"coordinator cost per trial, RandomSampler, SQLite stores, 100 epochs x {len(METRICS)} metrics, median "
+          f"pruner reporting every 10 epochs, executor {args.executor}:")
+    started = time.perf_counter()
+    results = run_study(counts, args.window, args.executor, args.fuse)
+    elapsed = time.perf_counter() - started
+    kinds = sorted({kind for _, _, spent in results.values() for kind in spent})
+    print(f"{'trials':>7} {'median ms/trial':>16} {'mean ms/trial':>14}  " + "".join(f"{k + ' ms':>12}" for k in kinds))
+    for count, (median, mean, spent) in results.items():
+        print(f"{count:>7} {median * 1000:>16.1f} {mean * 1000:>14.1f}  "
+              + "".join(f"{spent.get(k, 0) * 1000:>12.1f}" for k in kinds))
+    if len(counts) > 1:
+        first, last = counts[-2], counts[-1]
+        print(f"growth from {first} to {last} trials: median {results[last][0] / results[first][0]:.2f}x, "
+              f"mean {results[last][1] / results[first][1]:.2f}x")
+    print(f"study of {counts[-1]} trials run in {elapsed:.0f} s")
+    for count in args.tpe_at:
+        print(f"TPE sampler alone (in memory), ask + suggest at {count} trials: {tpe_cost(count) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Trials per minute on the reference sweep: the hand-written loop against fitgap's keras, compiled and fused executors.
+
+    .venv/bin/python bench/throughput.py [--trials 512] [--keras-trials 64] [--baseline-trials 4] [--epochs 100]
+                                         [--fuse K] [--slots 1]
+
+The reference sweep: the course's 2-D points (dot: 240 training and 60 validation points), the dot spec's search space
+(sweeps/specs/dot.yaml), 2-11-1 network, batch 32, validation every epoch. One fixed list of parameter sets, sampled
+once from that space with a seeded RandomSampler, is run (each runner its first N of the list) by:
+
+1. the loop a user writes by hand (the baseline): Optuna on SQLite, optuna-integration's `MLflowCallback` (MLflow on
+   SQLite), `model.fit` with Keras's `ExponentialDecay`, whose `decay_steps` is the spec's times the steps per epoch so
+   that it trains the same schedule (`pip install optuna-integration`);
+2.-4. fitgap with `executor: keras`, `compiled` and `fused`, each through `studies.launch` into a fresh workspace, as a
+   user runs it: Optuna, MLflow and the results database on SQLite, the parameter sets enqueued.
+
+End to end = from the start of the run to its end, storage and tracking included (fitgap's executor start-up too);
+steady = from the first finished trial to the last. Training only = the trainer alone, in this process, without
+storage (the baseline: its model building and `fit`). The val_loss column: the largest difference in final val_loss,
+over the trials both ran, between each fitgap executor and the keras executor (same trial, same seed). The baseline's
+is not comparable (Keras's val_loss includes the penalty, and fit shuffles its own way); its mean best val_accuracy
+is printed beside fitgap's to show the same work was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+
+from studies import launch
+from studies.study import derive_seed
+from sweeps.space import suggest, trial_params
+from sweeps.spec import parse_spec
+
+SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "specs" / "dot.yaml"
+EXECUTORS = ("keras", "compiled", "fused")
+
+
+def reference_spec(epochs: int, name: str = "bench-throughput", **changes):
+    raw = yaml.safe_load(SPEC.read_text())
+    return parse_spec({**raw, "name": name, "epochs": epochs, **changes})
+
+
+def parameter_sets(count: int, epochs: int) -> list[dict]:
+    """The fixed list: sampled from the dot spec's space (searched names only, as Optuna's params)."""
+    spec = reference_spec(epochs)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2024))
+    return [suggest(study.ask(), spec) for _ in range(count)]
+
+
+# ---- 1. the hand-written loop ----------------------------------------------------------------------------------------
+
+
+def baseline(sets: list[dict], epochs: int, folder: Path) -> dict:
+    import keras
+    from optuna_integration.mlflow import MLflowCallback
+
+    from studies.keras.datasets import load_dataset
+
+    data = load_dataset({"name": "dot", "validation_fraction": 0.2})
+    steps = math.ceil(len(data.x_train) / 32)
+    training = []
+
+    def objective(trial: optuna.Trial) -> float:
+        learning_rate = trial.suggest_float("learning_rate", 1e-3, 0.5, log=True)
+        decay_rate = trial.suggest_float("decay_rate", 0.5, 1.0)
+        decay_steps = trial.suggest_int("decay_steps", 1, 100, log=True)
+        activation = trial.suggest_categorical("activation", ["sigmoid", "tanh", "relu", "leaky_relu"])
+        loss = trial.suggest_categorical("loss", ["mse", "binary_crossentropy"])
+        kind = trial.suggest_categorical("regularizer", ["none", "l1", "l2"])
+        regularizer = None
+        if kind != "none":
+            weight = trial.suggest_float("regularization_weight", 1e-5, 1e-1, log=True)
+            regularizer = keras.regularizers.L1(weight) if kind == "l1" else keras.regularizers.L2(weight)
+        started = time.perf_counter()
+        keras.backend.clear_session()
+        model = keras.Sequential([
+            keras.Input((2,)),
+            keras.layers.Dense(11, activation=activation, kernel_initializer="he_normal",
+                               kernel_regularizer=regularizer),
+            keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer),
+        ])
+        schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps * steps, decay_rate)
+        model.compile(optimizer=keras.optimizers.SGD(schedule), loss=loss, metrics=["accuracy"])
+        history = model.fit(data.x_train, data.y_train, batch_size=32, epochs=epochs,
+                            validation_data=(data.x_val, data.y_val), verbose=0)
+        training.append(time.perf_counter() - started)
+        return max(history.history["val_accuracy"])
+
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    study = optuna.create_study(storage=f"sqlite:///{folder}/optuna.db", study_name="baseline", direction="maximize")
+    for params in sets:
+        study.enqueue_trial(params)
+    callback = MLflowCallback(tracking_uri=f"sqlite:///{folder}/mlflow.db", metric_name="val_accuracy")
+    study.optimize(objective, n_trials=len(sets), callbacks=[callback])
+    elapsed = time.perf_counter() - started
+    assert [t.params for t in study.trials] == sets, "the baseline must run the fixed parameter sets"
+    return {"end_to_end": elapsed / len(sets), "training": statistics.fmean(training),
+            "accuracy": statistics.fmean(t.value for t in study.trials)}
+
+
+# ---- 2.-4. fitgap ----------------------------------------------------------------------------------------------------
+
+
+def through_launch(executor: str, sets: list[dict], epochs: int, fuse: int | None, slots: int, folder: Path) -> dict:
+    spec = reference_spec(epochs, f"bench-{executor}", executor=executor, enqueue=sets, trials=len(sets),
+                          sampler="random")
+    finished: list[float] = []
+    started = time.perf_counter()
+    # One executor for the whole run: recycling one (after --max-trials-per-executor trainings) would add a
+    # TensorFlow start-up, and a fused batch counts each member.
+    summary = launch(spec, trials=len(sets), cpu_slots=slots, fuse=fuse, workspace=folder, save_models="none",
+                     max_trials_per_executor=len(sets) + 1,
+                     on_trial=lambda record, used, budget: finished.append(time.perf_counter()))
+    elapsed = time.perf_counter() - started
+    records = {r.number: r for r in summary.finished}
+    assert sorted(records) == list(range(len(sets))), f"{executor}: trials {sorted(records)}"
+    assert all(r.executor == executor for r in records.values()), {r.executor for r in records.values()}
+    complete = [r for r in records.values() if r.state == "COMPLETE"]
+    steady = (finished[-1] - finished[0]) / (len(finished) - 1) if len(finished) > 1 else elapsed
+    return {"end_to_end": elapsed / len(sets), "steady": steady,
+            "final_val_loss": {n: r.epochs[-1].metrics["val_loss"] for n, r in records.items() if r.epochs},
+            "accuracy": statistics.fmean(r.values[0] for r in complete), "states": _states(records.values())}
+
+
+def _states(records) -> str:
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.state] = counts.get(record.state, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def training_only(executor: str, sets: list[dict], epochs: int, fuse: int | None) -> float:
+    """Seconds per trial of the trainer alone, in this process, on the same trials (same seeds) as the launch."""
+    from studies.keras.datasets import load_dataset
+    from studies.keras.fusion import choose_k
+    from studies.protocol import TrialTask
+
+    spec = reference_spec(epochs)
+    data = load_dataset(spec.dataset.model_dump())
+    tasks = [TrialTask(spec.name, n, trial_params(spec, sampled), derive_seed(spec.seed, "trial", n), {})
+             for n, sampled in enumerate(sets)]
+    started = time.perf_counter()
+    if executor == "fused":
+        from studies.keras.fused import train_fused
+
+        k = choose_k(tasks[0].params, data, fuse)
+        for first in range(0, len(tasks), k):
+            train_fused(tasks[first:first + k], data, lambda record: False)
+    else:
+        from studies.keras.compiled import train_compiled
+        from studies.keras.train import train
+
+        trainer = train_compiled if executor == "compiled" else train
+        for task in tasks:
+            trainer(task, data, lambda record: False)
+    return (time.perf_counter() - started) / len(tasks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=512, help="trials of the compiled and fused runs")
+    parser.add_argument("--keras-trials", type=int, default=64, help="trials of the keras executor's run")
+    parser.add_argument("--baseline-trials", type=int, default=4, help="trials of the hand-written loop (~13 s each)")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--fuse", type=int, default=None, help="K of the fused executor [default: fusion.choose_k]")
+    parser.add_argument("--slots", type=int, default=1, help="CPU executor slots of the fitgap runs")
+    args = parser.parse_args()
+    counts = {"baseline": args.baseline_trials, "keras": args.keras_trials, "compiled": args.trials,
+              "fused": args.trials}
+    sets = parameter_sets(max(counts.values()), args.epochs)
+    if args.fuse is None:  # what `executor: auto` would choose for this sweep
+        from studies.keras.datasets import load_dataset
+        from studies.keras.fusion import choose_k
+
+        spec = reference_spec(args.epochs)
+        args.fuse = choose_k(trial_params(spec, sets[0]), load_dataset(spec.dataset.model_dump()))
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="fitgap-bench-") as folder:
+        results["baseline"] = baseline(sets[:counts["baseline"]], args.epochs, Path(folder) / "baseline")
+        for executor in EXECUTORS:
+            results[executor] = through_launch(executor, sets[:counts[executor]], args.epochs, args.fuse, args.slots,
+                                               Path(folder) / executor)
+    for executor in EXECUTORS:
+        results[executor]["training"] = training_only(executor, sets[:counts[executor]], args.epochs, args.fuse)
+
+    base = results["baseline"]
+    print(f"reference sweep: dot, dot.yaml's search space, {args.epochs} epochs, batch 32; {args.slots} CPU slot(s), "
+          f"fused K={args.fuse}; trials: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    print(f"{'runner':<10}{'trials/min':>11}{'ratio':>8}{'steady/min':>11}{'training/min':>13}{'ratio':>8}"
+          f"{'max |d val_loss|':>17}{'accuracy':>10}  states")
+    print(f"{'baseline':<10}{60 / base['end_to_end']:>11.1f}{1:>7.0f}x{'':>11}{60 / base['training']:>13.1f}"
+          f"{1:>7.0f}x{'':>17}{base['accuracy']:>10.3f}")
+    keras_losses = results["keras"]["final_val_loss"]
+    for executor in EXECUTORS:
+        r = results[executor]
+        common = keras_losses.keys() & r["final_val_loss"].keys()
+        diff = max((abs(r["final_val_loss"][n] - keras_losses[n]) for n in common), default=math.nan)
+        print(f"{executor:<10}{60 / r['end_to_end']:>11.1f}{base['end_to_end'] / r['end_to_end']:>7.0f}x"
+              f"{60 / r['steady']:>11.1f}{60 / r['training']:>13.1f}{base['training'] / r['training']:>7.0f}x"
+              f"{diff:>17.2e}{r['accuracy']:>10.3f}  {r['states']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Which executor trains a trial, which trials can share a fused batch, and how many at once. No TensorFlow here:
+the coordinator calls these functions before any executor exists.
+
+The contract, for the coordinator (`executor:` in the spec, `--fuse K` on the command line):
+
+- ``executor_for(params, data, requested="auto") -> "fused" | "compiled" | "keras"``: the fastest executor that can
+  train this trial exactly as the reference would, never a faster one than `requested` ("auto" = fused allowed).
+  The chain is fused -> compiled -> keras; see `fuse_blocker` and `compile_blocker` for why a trial falls back.
+- ``fuse_group_key(params) -> tuple | None``: trials whose keys are equal (and not None) can be one `Batch`, trained
+  by `fused.train_fused(tasks, data, on_epoch)`; None = this trial cannot fuse. What must be equal: the model kind
+  (mlp), the number of hidden layers, the optimizer, `batch_size`, `epochs` and `standardize`. Everything else may
+  differ inside a batch: learning rate, decay rate/steps/unit/staircase, activation (and leaky_alpha), loss (and
+  cost/profit), regularizer and its weight and l1_ratio, optimizer hyperparameters, initializer, early stopping,
+  hidden widths (narrower layers are zero-padded to the batch's widest and masked), and each trial's seed (its own
+  initial weights and batch order).
+- ``choose_k(params, data, fuse=None) -> int``: how many trials to ask Optuna for at once and send as one batch:
+  `fuse` (`--fuse K`) when given, else as many as fit `FUSE_MEMORY_MB` for a model the size of `params` (pass the
+  largest the spec can sample), at most `MAX_K`. 1 when the trial cannot fuse.
+
+`data` is the study's `datasets.Dataset` (or anything with `task`, `x_train`, `x_val`, `y_train` and `n_classes`);
+only shapes are read.
+
+Inside a batch each trial still streams its own `EpochRecord`s through `on_epoch` (record.trial tells them apart, so
+a batch holds at most one training of each trial number); True for a trial stops it alone (PRUNED), and the batch's
+outcomes come back in the order of its tasks, each saying which executor ran (`TrialOutcome.executor`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+from sweeps.vocabulary import HYPERPARAMETERS
+
+MAX_K = 64  # beyond this a batch takes long enough that pruned members waste more than fusing saves (2 CPU cores)
+FUSE_MEMORY_MB = float(os.environ.get("FITGAP_FUSE_MEMORY_MB", "512"))  # a fused batch's working set
+EXECUTORS = ("fused", "compiled", "keras")  # fastest first
+
+
+def _get(params: Mapping[str, Any], name: str) -> Any:
+    return params[name] if name in params else HYPERPARAMETERS[name].default
+
+
+def compile_blocker(params: Mapping[str, Any]) -> str | None:
+    """Why the compiled executor cannot train this trial as the reference does, or None when it can."""
+    kind = params.get("model_kind", "mlp")
+    if kind not in ("mlp", "cnn"):
+        return f"model kind {kind!r}: a user's model may hold state the compiled loop cannot see"
+    augment = params.get("augment") or {}
+    if kind == "cnn" and (augment.get("flip", "none") != "none" or int(augment.get("crop", 0))):
+        return "augmentation runs in Keras's input pipeline"
+    return None
+
+
+def fuse_blocker(params: Mapping[str, Any]) -> str | None:
+    """Why this trial cannot be a member of a fused batch, or None when it can."""
+    blocker = compile_blocker(params)
+    if blocker:
+        return blocker
+    if params.get("model_kind", "mlp") != "mlp":
+        return f"model kind {params.get('model_kind')!r}: only mlp trials fuse"
+    if float(_get(params, "dropout")) > 0:
+        return "dropout: its masks come from Keras's per-layer seed generators"
+    return None
+
+
+def can_compile(params: Mapping[str, Any]) -> bool:
+    return compile_blocker(params) is None
+
+
+def can_fuse(params: Mapping[str, Any]) -> bool:
+    return fuse_blocker(params) is None
+
+
+def executor_for(params: Mapping[str, Any], data: Any = None, requested: str = "auto") -> str:
+    """The executor that trains this trial: the first of fused, compiled, keras that `requested` allows and that can
+    train it (`data` is not needed today; it is accepted so that data-dependent limits can join without a change)."""
+    if requested not in ("auto", *EXECUTORS):
+        raise ValueError(f"`executor` must be one of ['auto', 'fused', 'compiled', 'keras'], but got {requested!r}")
+    allowed = EXECUTORS if requested == "auto" else EXECUTORS[EXECUTORS.index(requested):]
+    for executor in allowed:
+        if executor == "keras" or (executor == "compiled" and can_compile(params)) or can_fuse(params):
+            return executor
+    raise AssertionError(allowed)
+
+
+def fuse_group_key(params: Mapping[str, Any]) -> tuple | None:
+    """What must be equal for two trials to share a fused batch; None when this trial cannot fuse."""
+    if not can_fuse(params):
+        return None
+    return ("mlp", len(params.get("hidden", HYPERPARAMETERS["hidden"].default)), _get(params, "optimizer"),
+            int(_get(params, "batch_size")), int(_get(params, "epochs")), bool(_get(params, "standardize")))
+
+
+def _units(data: Any) -> int:
+    if data.task == "binary":
+        return 1
+    if data.task == "multiclass":
+        return int(data.n_classes)
+    return int(data.y_train.shape[1])
+
+
+def trial_bytes(params: Mapping[str, Any], data: Any) -> int:
+    """A fused member's share of a batch's memory, float32: weights with gradients and up to two optimizer slots, and
+    the activations of measuring the whole train and validation sets (the largest tensors of a small network)."""
+    features = math.prod(data.x_train.shape[1:])
+    widths = [features, *params.get("hidden", HYPERPARAMETERS["hidden"].default), _units(data)]
+    weights = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    rows = len(data.x_train) + len(data.x_val)
+    activations = rows * sum(widths[1:]) * 3  # pre-activation, activation, and the selected copy
+    return 4 * (weights * 4 + activations + rows * features)
+
+
+def choose_k(params: Mapping[str, Any], data: Any, fuse: int | None = None) -> int:
+    """How many trials one fused batch holds (see the module docstring)."""
+    if fuse is not None:
+        if fuse < 1:
+            raise ValueError(f"`--fuse` must be >= 1, but got {fuse}")
+        return fuse
+    if not can_fuse(params):
+        return 1
+    return max(1, min(MAX_K, int(FUSE_MEMORY_MB * 2**20 // trial_bytes(params, data))))

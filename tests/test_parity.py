@@ -1,0 +1,277 @@
+"""The compiled and fused executors train the trial the keras executor trains: per-epoch loss and val_loss within
+`RTOL` of the reference, from the same initial weights and batch order, one factor at a time against a base case.
+
+Each fused trial is one member of a batch of different trials (every variant of its dataset and optimizer at once).
+Measured on CPU float32 at lr <= 0.1 over 20 epochs: at most ~3e-6 apart (the order of float32 sums in a batched
+matmul), so 1e-4 leaves room without hiding a wrong formula, which shows as 1e-3 or more within an epoch or two.
+"""
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from studies.keras.compiled import train_compiled  # noqa: E402
+from studies.keras.datasets import load_dataset  # noqa: E402
+from studies.keras.inputs import model_inputs  # noqa: E402
+import studies.keras.fused as fused_module  # noqa: E402
+from studies.keras.fused import train_fused  # noqa: E402
+from studies.keras.fusion import MAX_K, choose_k, executor_for, fuse_group_key  # noqa: E402
+from studies.keras.train import train  # noqa: E402
+from studies.protocol import TrialTask  # noqa: E402
+
+from tiny import blobs, dataset, images, sales  # noqa: E402
+
+pytestmark = pytest.mark.tensorflow
+
+RTOL = 1e-4
+EPOCHS = 20
+DOT = load_dataset({"name": "dot", "validation_fraction": 0.2})
+DATA = {"dot": DOT, "blobs": blobs(with_test=True), "sales": sales(with_test=True)}
+BASE = {
+    "dot": {"hidden": [11], "epochs": EPOCHS, "batch_size": 32, "learning_rate": 0.05, "standardize": True},
+    "blobs": {"hidden": [6], "epochs": EPOCHS, "batch_size": 16, "learning_rate": 0.05,
+              "loss": "softmax_cross_entropy"},
+    "sales": {"hidden": [4, 3], "epochs": EPOCHS, "batch_size": 8, "learning_rate": 0.01, "loss": "mse"},
+}
+OPTIMIZERS = {"sgdm": {"momentum": 0.8}, "adagrad": {}, "rmsprop": {"rho": 0.8}, "adam": {"beta_1": 0.8}}
+
+# name -> (dataset, the factor that differs from the base case)
+VARIANTS = {
+    "base": ("dot", {}),
+    **{f"activation={a}": ("dot", {"activation": a}) for a in
+       ("sigmoid", "tanh", "elu", "selu", "gelu", "swish", "softplus", "linear")},
+    "activation=leaky_relu": ("dot", {"activation": "leaky_relu", "leaky_alpha": 0.1}),
+    **{f"loss={loss}": ("dot", {"loss": loss}) for loss in ("mse", "mae", "huber")},
+    "regularizer=l1": ("dot", {"regularizer": "l1", "regularization_weight": 0.01}),
+    "regularizer=l2": ("dot", {"regularizer": "l2", "regularization_weight": 0.01}),
+    "regularizer=l1_l2": ("dot", {"regularizer": "l1_l2", "regularization_weight": 0.01, "l1_ratio": 0.3}),
+    "decay per epoch": ("dot", {"learning_rate": 0.1, "decay_rate": 0.5, "decay_steps": 4}),
+    "decay per step, staircase": ("dot", {"learning_rate": 0.1, "decay_rate": 0.5, "decay_steps": 20,
+                                          "decay_unit": "step", "staircase": True}),
+    "narrower and glorot": ("dot", {"hidden": [5], "initializer": "glorot_uniform"}),
+    **{f"optimizer={name}": ("dot", {"optimizer": name, "learning_rate": 0.02, **own})
+       for name, own in OPTIMIZERS.items()},
+    # a second member per optimizer, so that each optimizer's fused batch holds different trials
+    **{f"optimizer={name}, tanh": ("dot", {"optimizer": name, "learning_rate": 0.01, "activation": "tanh", **own})
+       for name, own in OPTIMIZERS.items()},
+    **{f"multiclass loss={loss}": ("blobs", {"loss": loss}) for loss in
+       ("softmax_cross_entropy", "sparse_categorical_crossentropy", "categorical_crossentropy", "mse")},
+    **{f"regression loss={loss}": ("sales", {"loss": loss}) for loss in ("mse", "mae", "huber")},
+    "regression loss=asymmetric": ("sales", {"loss": "asymmetric", "cost": 2.0, "profit": 5.0}),
+}
+
+
+def task_of(name: str) -> TrialTask:
+    """The variant's trial: numbered (and seeded) by its place in VARIANTS."""
+    number = list(VARIANTS).index(name)
+    data_name, factor = VARIANTS[name]
+    return TrialTask("parity", number, {**BASE[data_name], **factor}, seed=100 + number, dataset={})
+
+
+def collect(trainer, tasks, data, stop=lambda record: False):
+    """Run `trainer` on tasks (a fused batch, or one by one); (outcomes, records by trial number)."""
+    records: dict[int, list] = {task.number: [] for task in tasks}
+
+    def on_epoch(record):
+        records[record.trial].append(record)
+        return stop(record)
+
+    if trainer is train_fused:
+        outcomes = train_fused(tasks, data, on_epoch)
+    else:
+        outcomes = [trainer(task, data, on_epoch) for task in tasks]
+    return outcomes, records
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Every variant under every executor: {executor: (outcomes by name, records by name)}."""
+    names = list(VARIANTS)
+    tasks = {name: task_of(name) for name in names}
+    results = {"keras": ({}, {}), "compiled": ({}, {}), "fused": ({}, {})}
+    for data_name, data in DATA.items():
+        mine = [name for name in names if VARIANTS[name][0] == data_name]
+        batch = [tasks[name] for name in mine]
+        for executor, trainer in (("keras", train), ("compiled", train_compiled), ("fused", train_fused)):
+            outcomes, records = collect(trainer, batch, data)  # fused: one call, grouped by optimizer inside
+            for name, task, outcome in zip(mine, batch, outcomes):
+                results[executor][0][name] = outcome
+                results[executor][1][name] = records[task.number]
+    return results
+
+
+def curves(records, metrics=("loss", "val_loss")) -> np.ndarray:
+    return np.array([[r.metrics[m] for m in metrics] for r in records])
+
+
+@pytest.mark.parametrize("executor", ["compiled", "fused"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_factor_trains_as_the_keras_executor_does(runs, executor, name):
+    reference, outcome = runs["keras"][0][name], runs[executor][0][name]
+    assert reference.state == "COMPLETE", reference.reason
+    assert (outcome.state, outcome.reason, outcome.executor) == ("COMPLETE", None, executor), outcome.traceback
+    assert dict(outcome.complexity) == dict(reference.complexity)
+    assert outcome.artifacts["complexity.csv"] == reference.artifacts["complexity.csv"]
+    assert outcome.artifacts.keys() == reference.artifacts.keys()
+    if "boundary.npz" in reference.artifacts:  # the decision boundary of the final weights
+        probabilities = [np.load(io.BytesIO(o.artifacts["boundary.npz"]))["probability"] for o in (outcome, reference)]
+        np.testing.assert_allclose(*probabilities, atol=1e-4)
+    expected, got = runs["keras"][1][name], runs[executor][1][name]
+    assert [r.epoch for r in got] == list(range(EPOCHS))
+    assert [set(r.metrics) for r in got] == [set(r.metrics) for r in expected]
+    np.testing.assert_allclose(curves(got), curves(expected), rtol=RTOL)
+    np.testing.assert_allclose(curves(got, ("reg_loss",)), curves(expected, ("reg_loss",)), rtol=RTOL, atol=1e-7)
+    assert [r.metrics["lr"] for r in got] == [r.metrics["lr"] for r in expected]  # the same table, the same floats
+    assert outcome.test_metrics.keys() == reference.test_metrics.keys()
+    for key, value in reference.test_metrics.items():
+        assert outcome.test_metrics[key] == pytest.approx(value, rel=RTOL, abs=1e-6)
+    assert curves(expected)[-1, 0] < curves(expected)[0, 0]  # a case that learns, so that parity means something
+
+
+@pytest.mark.parametrize("executor", ["compiled", "fused"])
+def test_the_same_seed_gives_the_same_results_twice(runs, executor):
+    names = ["base", "activation=sigmoid", "loss=mse", "regularizer=l2"]
+    tasks = [task_of(name) for name in names]
+    trainer = train_compiled if executor == "compiled" else train_fused
+    _, again = collect(trainer, tasks, DOT)
+    for name, task in zip(names, tasks):
+        first = [r.metrics for r in runs[executor][1][name]]
+        assert [r.metrics for r in again[task.number]] == first
+
+
+def test_a_stopped_member_is_pruned_alone_and_the_others_train_as_alone():
+    tasks = [task_of(name) for name in ["base", "activation=tanh", "loss=mse", "regularizer=l1"]]
+    pruned = tasks[1].number
+    outcomes, records = collect(train_fused, tasks, DOT, stop=lambda r: r.trial == pruned and r.epoch == 4)
+    assert (outcomes[1].state, outcomes[1].reason, outcomes[1].executor) == ("PRUNED", "stopped at epoch 4", "fused")
+    assert [r.epoch for r in records[pruned]] == [0, 1, 2, 3, 4]
+    for task, outcome in zip(tasks, outcomes):
+        if task.number == pruned:
+            continue
+        assert (outcome.state, outcome.reason) == ("COMPLETE", None)
+        _, alone = collect(train_fused, [task], DOT)
+        np.testing.assert_allclose(curves(records[task.number]), curves(alone[task.number]), rtol=1e-6)
+        _, reference = collect(train, [task], DOT)
+        np.testing.assert_allclose(curves(records[task.number]), curves(reference[task.number]), rtol=RTOL)
+
+
+def test_failures_early_stopping_and_test_metrics_match_the_reference_inside_a_batch():
+    data = dataset("binary", DOT.x_train, DOT.y_train, DOT.x_val, DOT.y_val, DOT.x_val, DOT.y_val)  # test = val
+    common = {**BASE["dot"], "epochs": 40}
+    params = [{"learning_rate": 0.1, "early_stopping": 3},  # stops early, its best epoch's weights are tested
+              {"loss": "mse", "learning_rate": 1e6},  # diverges: FAIL on its non-finite loss
+              {"activation": "tanh"},  # on_epoch raises for it: FAIL with the traceback, alone
+              {"dropout": 0.2}]  # cannot fuse: trained alone by the compiled executor
+    tasks = [TrialTask("parity", i, {**common, **p}, seed=7 + i, dataset={}, objective=(("val_accuracy", "maximize"),))
+             for i, p in enumerate(params)]
+
+    def stop(record):
+        if record.trial == 2 and record.epoch == 5:
+            raise RuntimeError("tracking is down\nsecond line")
+        return False
+
+    fused, fused_records = collect(train_fused, tasks, data, stop)
+    keras_runs = [collect(train, [task], data, stop) for task in tasks]
+    for task, outcome, (reference, reference_records) in zip(tasks, fused, keras_runs):
+        (reference,) = reference
+        assert (outcome.state, outcome.reason) == (reference.state, reference.reason)
+        assert len(fused_records[task.number]) == len(reference_records[task.number])
+        assert outcome.test_metrics.keys() == reference.test_metrics.keys()
+        for key, value in reference.test_metrics.items():
+            assert outcome.test_metrics[key] == pytest.approx(value, rel=RTOL, abs=1e-6)
+    assert [o.executor for o in fused] == ["fused", "fused", "fused", "compiled"]
+    assert fused[0].reason.startswith("early stopping after epoch") and fused[0].test_metrics
+    assert fused[1].reason.startswith("non-finite loss")
+    assert fused[2].reason == "RuntimeError: tracking is down" and "Traceback" in fused[2].traceback
+    np.testing.assert_allclose(curves(fused_records[3]), curves(keras_runs[3][1][3]), rtol=RTOL)
+
+
+@pytest.mark.parametrize("case", ["dropout", "cnn with batch norm"])
+def test_the_compiled_executor_also_trains_what_cannot_fuse_as_keras_does(case):
+    data = DATA["blobs"] if case == "dropout" else images()
+    # Not Adam with batch norm: the conv bias before it gets a gradient of pure rounding noise, which Adam scales
+    # into full steps, so any other summation order (another kernel choice) drifts ~1e-3 apart.
+    params = {**BASE["blobs"], "dropout": 0.3} if case == "dropout" else {
+        **BASE["blobs"], "model_kind": "cnn", "hidden": [5], "optimizer": "sgdm",
+        "conv": [{"filters": 4, "kernel": 3, "batch_norm": True, "pool": "max"}],
+        "regularizer": "l2", "regularization_weight": 0.001}
+    assert executor_for(params) == "compiled"
+    task = TrialTask("parity", 0, params, seed=3, dataset={})
+    (outcome,), compiled = collect(train_compiled, [task], data)
+    (reference,), expected = collect(train, [task], data)
+    assert (outcome.state, outcome.executor) == ("COMPLETE", "compiled"), outcome.traceback
+    assert dict(outcome.complexity) == dict(reference.complexity)
+    np.testing.assert_allclose(curves(compiled[0]), curves(expected[0]), rtol=RTOL)
+
+
+def test_a_smaller_batch_reuses_a_wider_graph_and_trains_the_same():
+    """Later batches of a study (fewer members, narrower layers, fewer kinds) run in the graph of an earlier one."""
+    wide = [task_of(name) for name in ["base", "activation=tanh", "loss=mse"]]
+    wide[0] = TrialTask("parity", 0, {**wide[0].params, "hidden": [16]}, seed=1, dataset={})
+    collect(train_fused, wide, DOT)
+    graphs = list(fused_module._GRAPHS)
+    small = task_of("narrower and glorot")
+    _, fused = collect(train_fused, [small], DOT)
+    assert list(fused_module._GRAPHS) == graphs  # no new graph
+    _, reference = collect(train, [small], DOT)
+    np.testing.assert_allclose(curves(fused[small.number]), curves(reference[small.number]), rtol=RTOL)
+
+
+@pytest.mark.parametrize("executor", ["compiled", "fused"])
+def test_the_saved_model_holds_the_trials_final_weights(executor, tmp_path):
+    """model.keras (`task.save_model`) comes from the trial's own Keras model, given its final (unpadded) weights."""
+    narrow, wide = (TrialTask("parity", n, {**BASE["dot"], "hidden": [h]}, seed=n, dataset={}, save_model=True)
+                    for n, h in ((0, 3), (1, 9)))
+    trainer = train_fused if executor == "fused" else train_compiled
+    outcomes, records = collect(trainer, [narrow, wide], DOT)
+    for task, outcome in zip((narrow, wide), outcomes):
+        path = tmp_path / f"{task.number}.keras"
+        path.write_bytes(outcome.artifacts["model.keras"])
+        model = keras.models.load_model(path)
+        _, x_val, _ = model_inputs(task.params, DOT)  # standardized, as the trial saw it
+        logits = np.asarray(model(x_val), dtype=np.float64)
+        bce = np.mean(np.logaddexp(0, logits) - DOT.y_val * logits)
+        assert bce == pytest.approx(records[task.number][-1].metrics["val_loss"], rel=1e-5)
+
+
+# ---- the executor choice the coordinator makes (no training) ---------------------------------------------------------
+
+
+def test_auto_picks_fused_then_compiled_then_keras():
+    mlp = {"hidden": [11]}
+    assert executor_for(mlp) == "fused"
+    assert executor_for({**mlp, "dropout": 0.2}) == "compiled"
+    assert executor_for({"model_kind": "cnn", "conv": [{"filters": 4}], "hidden": []}) == "compiled"
+    assert executor_for({"model_kind": "cnn", "augment": {"flip": "horizontal"}}) == "keras"
+    assert executor_for({"model_kind": "builder", "builder": "m:f"}) == "keras"
+    assert executor_for(mlp, requested="compiled") == "compiled"
+    assert executor_for(mlp, requested="keras") == "keras"
+    with pytest.raises(ValueError, match="`executor` must be one of"):
+        executor_for(mlp, requested="fast")
+
+
+def test_what_a_fused_batch_needs_equal_and_what_may_differ():
+    base = {"hidden": [11], "epochs": 100, "batch_size": 32}
+    key = fuse_group_key(base)
+    for differs in ({"learning_rate": 0.3, "decay_rate": 0.5, "decay_steps": 7, "decay_unit": "step"},
+                    {"activation": "tanh"}, {"loss": "mse"}, {"regularizer": "l1", "regularization_weight": 0.1},
+                    {"hidden": [3]}, {"initializer": "glorot_uniform"}, {"early_stopping": 5}):
+        assert fuse_group_key({**base, **differs}) == key, differs
+    for must_match in ({"optimizer": "adam"}, {"batch_size": 16}, {"epochs": 50}, {"hidden": [11, 11]},
+                       {"standardize": True}):
+        assert fuse_group_key({**base, **must_match}) != key, must_match
+    assert fuse_group_key({**base, "dropout": 0.1}) is None
+
+
+def test_k_comes_from_memory_and_model_size_unless_given():
+    dot = {"hidden": [11], "epochs": 100, "batch_size": 32}
+    assert choose_k(dot, DOT) == MAX_K
+    assert 1 <= choose_k({**dot, "hidden": [4096, 4096]}, DOT) < MAX_K
+    assert choose_k(dot, DOT, fuse=5) == 5
+    assert choose_k({**dot, "dropout": 0.5}, DOT) == 1
+    assert math.isfinite(choose_k(dot, DATA["blobs"]))

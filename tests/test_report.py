@@ -1,0 +1,351 @@
+"""`fitgap report`, `fitgap rerun` and `--save-models`: pure report rules on synthetic results, then one small real
+study (TensorFlow executors, SQLite stores) whose report, plots, MLflow artifacts, models and rerun are checked, and
+the HTML report rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from PIL import Image
+
+from studies.api import Rerun, create, launch, report, rerun
+from studies.stores import Stores
+from tracking.records import EpochRecord, TrialRecord
+from tracking.report import build_report, to_markdown, write_report
+from tracking.results import ResultsDB
+
+from conftest import fitgap
+
+CHROMIUM = shutil.which("chromium")  # Debian's package
+
+
+# ---------------------------------------------------------------- synthetic results (no TensorFlow)
+
+
+def trial(number, regularizer="none", weight=None, gap=0.1, value=0.5, loss="binary_crossentropy", bce_gap=None,
+          values=None, params_total=17):
+    """A COMPLETE binary trial whose curves are flat: its gap (val_loss - loss) and bce gap are as given."""
+    bce_gap = gap if bce_gap is None else bce_gap
+    metrics = {"loss": 0.3, "val_loss": 0.3 + gap, "gap": gap, "bce": 0.3, "val_bce": 0.3 + bce_gap,
+               "accuracy": 0.95, "val_accuracy": 0.93, "accuracy_gap": 0.02, "lr": 0.01, "reg_loss": 0.0}
+    params = {"regularizer": regularizer, "loss": loss, "activation": "relu", "optimizer": "sgd"}
+    if weight is not None:
+        params["regularization_weight"] = weight
+    return TrialRecord(study="s", number=number, state="COMPLETE", params=params,
+                       values=tuple(values) if values else (value,), best_epoch=9,
+                       epochs=tuple(EpochRecord(number, i, metrics) for i in range(10)),
+                       complexity={"params_total": params_total, "params_trainable": params_total, "macs": 12},
+                       seed=number, device="cpu", slot=0, started_at=0.0, finished_at=1.0)
+
+
+def document(tmp_path, records, spec=None, optuna_study=None):
+    with ResultsDB(f"sqlite:///{tmp_path / 'results.db'}") as db:
+        for record in records:
+            db.write_trial(record)
+        return build_report("s", db.trials("s"), lambda n: db.epochs("s", n), spec or {}, optuna_study)
+
+
+SPEC = {"objective": [{"metric": "val_bce", "direction": "minimize"}], "dataset": {"name": "dot"}}
+
+
+def test_the_trend_of_the_gap_against_the_weight_is_stated_with_its_sign(tmp_path):
+    weights_and_gaps = [(1e-4, 0.2), (1e-3, 0.15), (1e-2, 0.1), (1e-1, 0.05)]
+    records = [trial(i, "l2", w, gap=g) for i, (w, g) in enumerate(weights_and_gaps)]
+    text = to_markdown(document(tmp_path, records, SPEC))
+    assert "l2: the gap falls as log weight grows: Spearman ρ = -1.00 (strong, negative), n = 4" in text
+    assert "| l2 | [1e-4, 1e-3) | 1 | 0.2 |" in text and "| l2 | [1e-1, 1e0) | 1 | 0.05 |" in text
+
+
+def test_the_arms_are_compared_by_median_and_iqr(tmp_path):
+    records = [trial(i, "none", gap=0.10 + 0.01 * i, value=0.4 + 0.01 * (i - 2) ** 2) for i in range(5)]
+    records += [trial(5 + i, "l2", 0.015, gap=0.02 + 0.01 * i, value=0.3 + 0.01 * (i - 2) ** 2) for i in range(5)]
+    text = to_markdown(document(tmp_path, records, SPEC))
+    assert ("L2 lowers the median gap, from 0.12 (IQR [0.11, 0.13], n = 5) without regularization to 0.04 "
+            "(IQR [0.03, 0.05], n = 5) with it: by 0.08 (67%). The interquartile ranges do not overlap.") in text
+    assert "Mann-Whitney U two-sided p = 0.0079" in text
+    assert "| none | 2 |" in text and "| l2 | 7 |" in text  # the best trial per type: lowest val_bce, then number
+
+
+def test_when_the_loss_varies_gaps_are_compared_on_a_loss_independent_measure(tmp_path):
+    # Each trial's own gap says mse overfits less; on cross-entropy it is the other way round.
+    records = [trial(0, gap=0.5, bce_gap=0.01, loss="binary_crossentropy"), trial(1, gap=0.6, bce_gap=0.02),
+               trial(2, gap=0.01, bce_gap=0.3, loss="mse"), trial(3, gap=0.02, bce_gap=0.4, loss="mse")]
+    text = to_markdown(document(tmp_path, records, SPEC))
+    assert "bce gap at the best epoch (val_bce − bce: the loss varies" in text
+    assert "| binary_crossentropy | 2 | 0.015 |" in text and "| mse | 2 | 0.35 |" in text
+    assert "Smallest median gap: loss = binary_crossentropy" in text
+
+
+def test_an_empty_study_gets_a_report_that_says_what_is_missing(tmp_path):
+    doc = build_report("s", [], lambda n: [], SPEC)
+    text = to_markdown(doc)
+    assert "## What is missing" in text and "no COMPLETE trial yet" in text
+    assert "parameter importances: no Optuna study was given" in text
+    path = write_report(doc, tmp_path / "out", "html")
+    assert "What is missing" in path.read_text()
+
+
+def test_a_multi_objective_report_shows_the_pareto_front_not_a_best_trial(tmp_path):
+    spec = {**SPEC, "objective": [{"metric": "val_bce", "direction": "minimize"},
+                                  {"metric": "params_total", "direction": "minimize"}]}
+    points = [(0.30, 10), (0.20, 50), (0.35, 40), (0.10, 200)]  # (0.35, 40) is beaten by (0.30, 10)
+    records = [trial(i, values=v, params_total=v[1]) for i, v in enumerate(points)]
+    doc = document(tmp_path, records, spec)
+    text = to_markdown(doc)
+    assert "## Pareto front" in text and "Best trial per regularizer type" not in text
+    assert "3 of 4 complete trials are on the front" in text
+    table = text.split("## Pareto front")[1]
+    assert re.findall(r"^\| (\d) \| ([\d.]+) \| (\d+) \|", table, re.M) == [("3", "0.1", "200"), ("1", "0.2", "50"),
+                                                                          ("0", "0.3", "10")]
+    assert "pareto_front.png" in doc.images
+
+
+def test_importances_keep_conditional_parameters_and_list_those_left_out(tmp_path):
+    """PED-ANOVA on a study whose regularization_weight exists only for l2 trials; l1_ratio never sampled."""
+    study = optuna.create_study()
+    kinds = optuna.distributions.CategoricalDistribution(["none", "l2"])
+    weights = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    records = []
+    for i in range(12):
+        kind = "l2" if i % 3 else "none"
+        params, dists = {"regularizer": kind}, {"regularizer": kinds}
+        if kind == "l2":
+            params["regularization_weight"], dists["regularization_weight"] = 10 ** -(1 + i % 4), weights
+        value = 0.2 + 0.05 * (i % 4) if kind == "l2" else 0.6
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+        records.append(trial(i, kind, params.get("regularization_weight"), value=value))
+    spec = {**SPEC, "search": {"regularizer": {}, "regularization_weight": {}, "l1_ratio": {}}}
+    text = to_markdown(document(tmp_path, records, spec, study))
+    rows = dict(re.findall(r"^\| (regularizer|regularization_weight) \| [\d.]+ \| (.+?) \|$", text, re.M))
+    assert rows == {"regularizer": "12 of 12", "regularization_weight": "8 of 12 (conditional)"}
+    assert "Left out: `l1_ratio` (never sampled in a complete trial)." in text
+
+
+def test_the_course_l2_study_has_five_single_seed_trials_per_arm():
+    """Medians and IQRs per arm need one value per training: enqueued trials, each its own seed, no repeats."""
+    spec = yaml.safe_load((Path(__file__).parent.parent / "sweeps/specs/course/dot-l2.yaml").read_text())
+    arms = [entry["regularizer"] for entry in spec["enqueue"]]
+    assert sorted(arms) == ["l2"] * 5 + ["none"] * 5 and spec["trials"] == len(arms)
+    assert spec.get("repeats", 1) == 1 and arms[:2] == ["none", "l2"]  # alternating: a cut-short run stays balanced
+
+
+def test_the_rerun_comparison_sees_a_difference():
+    stored = [{"epoch": 0, "loss": 0.5, "val_loss": 0.6}, {"epoch": 1, "loss": 0.4, "val_loss": 0.5}]
+    same = Rerun("s", 0, [1], "COMPLETE", None, stored, [dict(e) for e in stored], 1e-5)
+    assert same.matches and "curves match" in same.comparison()
+    off = Rerun("s", 0, [1], "COMPLETE", None, stored, [stored[0], {**stored[1], "val_loss": 0.5001}], 1e-5)
+    assert not off.matches and off.differences()["val_loss"] == pytest.approx(1e-4) and "DIFFER" in off.comparison()
+    assert not Rerun("s", 0, [1], "COMPLETE", None, stored, stored[:1], 1e-5).matches
+
+
+def test_the_report_of_a_created_study_without_trials_and_of_an_unknown_one(workspace, tmp_path):
+    spec = tmp_path / "empty.yaml"
+    spec.write_text(SMALL_SPEC.replace("name: small", "name: empty"))
+    create(spec, workspace=workspace)
+    path = report("empty", tmp_path / "out", "md", workspace=workspace)
+    assert "no COMPLETE trial yet" in path.read_text()
+    result = fitgap("report", "nosuch", "--workspace", str(workspace))
+    assert result.returncode == 2 and "unknown study 'nosuch'" in result.stderr and "empty" in result.stderr
+
+
+# ---------------------------------------------------------------- a small real study
+
+
+SMALL_SPEC = """\
+# Both arms, three L2 weights, two activations: enough for every section of the report.
+name: small
+dataset: {name: dot, validation_fraction: 0.2}
+model: {kind: mlp, hidden: [6]}
+epochs: 12
+batch_size: 32
+objective: [{metric: val_bce, direction: minimize}]
+trials: 7
+seed: 5
+sampler: random
+params: {loss: binary_crossentropy, optimizer: adam, learning_rate: 0.05}
+search:
+  regularizer: {type: categorical, choices: [none, l2]}
+  regularization_weight: {type: float, low: 1.0e-4, high: 0.3, log: true, when: {regularizer: [l2]}}
+  activation: {type: categorical, choices: [relu, tanh]}
+enqueue:
+  - {regularizer: none, activation: relu}
+  - {regularizer: l2, regularization_weight: 0.0001, activation: relu}
+  - {regularizer: none, activation: tanh}
+  - {regularizer: l2, regularization_weight: 0.01, activation: tanh}
+  - {regularizer: l2, regularization_weight: 0.3, activation: relu}
+"""
+
+
+def saving_every_model(monkeypatch):
+    """Until the coordinator sets `TrialTask.save_model` from `save_models`, make every task ask for its model."""
+    import studies.coordinator
+    from studies.protocol import TrialTask
+
+    monkeypatch.setattr(studies.coordinator, "TrialTask",
+                        lambda *args, **kwargs: dataclasses.replace(TrialTask(*args, **kwargs), save_model=True))
+
+
+@pytest.fixture(scope="module")
+def small(template_workspace, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    workspace = root / "ws"
+    shutil.copytree(template_workspace, workspace)
+    spec = root / "small.yaml"
+    spec.write_text(SMALL_SPEC)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        saving_every_model(monkeypatch)
+        summary = launch(spec, workspace=workspace, cpu_slots=1, save_models="best")
+    stores = Stores.resolve(workspace=workspace)
+    return {"root": root, "workspace": workspace, "stores": stores, "summary": summary,
+            "client": MlflowClient(tracking_uri=stores.tracking_uri)}
+
+
+def is_png(data: bytes) -> bool:
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
+        return image.format == "PNG" and image.width > 100 and image.height > 100
+
+
+@pytest.mark.tensorflow
+def test_each_trial_is_diagnosed_in_the_results_and_tagged_with_its_plots_in_mlflow(small):
+    assert small["summary"].counts == {"COMPLETE": 7}
+    with ResultsDB(small["stores"].results_url) as db:
+        rows = db.trials("small")
+    assert all(r["verdict"] in ("underfit", "good_fit", "overfit") and r["executor"] == "keras" for r in rows)
+    assert all(r["fit_measure"] == "accuracy_gap" and r["final_fit_gap"] is not None for r in rows)
+    client = small["client"]
+    for row in rows:
+        run = client.get_run(row["mlflow_run_id"])
+        assert run.data.tags["fitgap.verdict"] == row["verdict"]
+        assert run.data.tags["fitgap.plots"] == "rendered in the background"
+        assert run.data.tags.get("fitgap.overfit_epoch") == (None if row["overfit_epoch"] is None
+                                                            else str(row["overfit_epoch"]))
+        files = {a.path for a in client.list_artifacts(row["mlflow_run_id"])}
+        assert {"learning_curves.png", "boundary.png", "boundary.npz", "complexity.csv"} <= files
+        folder = client.download_artifacts(row["mlflow_run_id"], "learning_curves.png", str(small["root"]))
+        assert is_png(Path(folder).read_bytes())
+
+
+@pytest.mark.tensorflow
+def test_the_report_has_the_tables_trends_importances_and_valid_plots(small):
+    path = report("small", small["root"] / "md", "md", workspace=small["workspace"])
+    text = path.read_text()
+    assert "| regularizer | weight bin (log) | trials | median gap | gap IQR | median val_bce | overfit |" in text
+    assert re.search(r"\| none \| — \| [1-5] \|", text) and re.search(r"\| l2 \| \[1e-1, 1e0\) \|", text)
+    assert re.search(r"^- l2: the gap (falls|rises|does not change) as log weight grows: Spearman ρ = [-+]\d\.\d\d "
+                     r"\(\w+, (negative|positive|zero)\), n = \d", text, re.M)
+    assert re.search(r"^- L2 (lowers|raises|leaves unchanged) the median gap, from ", text, re.M)
+    assert re.search(r"\| regularization_weight \| [\d.]+ \| \d of 7 \(conditional\) \|", text)
+    assert "| activation | " in text and "Left out: none" in text
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"gap_vs_weight.png", "objective_vs_weight.png", "curves_best.png", "boundaries_best.png",
+            "complexity_frontier.png", "importances.png", "history.png"} <= set(images)
+    assert all(is_png((path.parent / name).read_bytes()) for name in images)
+    assert "What is missing" not in text or "decision boundaries" not in text
+
+
+@pytest.mark.tensorflow
+def test_the_report_is_logged_to_the_parent_run(small):
+    path = report("small", small["root"] / "logged", "html", workspace=small["workspace"])
+    client = small["client"]
+    experiment = client.get_experiment_by_name("small")
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`fitgap.role` = 'study'")
+    logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report.html", "gap_vs_weight.png", "history.png"} <= logged
+    copy = client.download_artifacts(parent.info.run_id, "report/report.html", str(small["root"]))
+    assert Path(copy).read_text() == path.read_text()
+
+
+@pytest.mark.tensorflow
+def test_save_models_best_keeps_only_the_best_model_which_loads_with_keras(small):
+    import keras
+    import numpy as np
+
+    best = small["summary"].best[0]
+    folder = small["workspace"] / "models" / "small"
+    assert sorted(p.name for p in folder.iterdir()) == [f"trial-{best['number']}.keras"]
+    model = keras.models.load_model(folder / f"trial-{best['number']}.keras")
+    assert model.predict(np.zeros((3, 2), dtype="float32"), verbose=0).shape == (3, 1)
+    client = small["client"]
+    assert [a.path for a in client.list_artifacts(best["mlflow_run_id"], "model")] == [
+        f"model/trial-{best['number']}.keras"]
+    others = [t.user_attrs["fitgap.mlflow_run_id"] for t in optuna.load_study(
+        study_name="small", storage=small["stores"].storage).trials if t.number != best["number"]]
+    assert all(not client.list_artifacts(run_id, "model") for run_id in others)
+
+
+@pytest.mark.tensorflow
+def test_rerun_from_the_results_database_reproduces_the_stored_curves(small):
+    result = rerun("small", 3, workspace=small["workspace"])
+    assert result.state == "COMPLETE" and len(result.again) == len(result.stored) == 12
+    assert set(result.differences()) >= {"loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "lr"}
+    assert max(result.differences().values()) <= 1e-6, result.comparison()
+    assert result.matches and "curves match" in result.comparison()
+
+
+@pytest.mark.tensorflow
+def test_the_html_report_renders_in_headless_chromium_with_all_its_images(small, tmp_path):
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: install it with `sudo apt-get install -y chromium` (Debian's package)")
+    result = fitgap("report", "small", "--format", "html", "--out", str(tmp_path / "html"),
+                    "--workspace", str(small["workspace"]))
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "html" / "report.html").read_text()
+    sources = re.findall(r"<img [^>]*src='data:image/png;base64,([^']+)'", page)
+    assert len(sources) >= 7 and all(is_png(base64.b64decode(s)) for s in sources)
+    # A copy that tells, once loaded, how many of its images the browser decoded.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", "<script>addEventListener('load', () => {const i = [...document.images];"
+                                             " document.body.dataset.decoded = i.filter(x => x.complete && "
+                                             "x.naturalWidth > 0).length + '/' + i.length;});</script></body>"))
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f'data-decoded="{len(sources)}/{len(sources)}"' in dom.stdout
+    for section in ("Regularization: gap and objective by type and weight", "Does regularization lower the gap?",
+                    "Parameter importances", "Optimization history", "Best trial per regularizer type"):
+        assert f">{section}</h2>" in dom.stdout.replace("&amp;", "&")
+
+
+MULTI_SPEC = """\
+# Validation loss against the course's space complexity.
+name: multi
+dataset: {name: dot, validation_fraction: 0.2}
+model: {kind: mlp}
+epochs: 5
+batch_size: 32
+objective: [{metric: val_bce, direction: minimize}, {metric: params_total, direction: minimize}]
+trials: 5
+seed: 1
+sampler: nsgaii
+params: {loss: binary_crossentropy, optimizer: adam, learning_rate: 0.05, depth: 1}
+search:
+  width: {type: int, low: 1, high: 32, log: true}
+  regularizer: {type: categorical, choices: [none, l2]}
+"""
+
+
+@pytest.mark.tensorflow
+def test_a_multi_objective_study_reports_its_pareto_front_and_keeps_its_models(workspace, tmp_path, monkeypatch):
+    spec = tmp_path / "multi.yaml"
+    spec.write_text(MULTI_SPEC)
+    saving_every_model(monkeypatch)
+    summary = launch(spec, workspace=workspace, cpu_slots=1)
+    front = sorted(t["number"] for t in summary.best)
+    text = report("multi", tmp_path / "out", "md", workspace=workspace).read_text()
+    assert "## Pareto front" in text and "Best trial per regularizer type" not in text
+    table = text.split("## Pareto front")[1].split("##")[0]
+    assert sorted(int(n) for n in re.findall(r"^\| (\d+) \| ", table, re.M)) == front
+    assert sorted(p.name for p in (workspace / "models" / "multi").iterdir()) == [f"trial-{n}.keras" for n in front]
