@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -98,7 +100,9 @@ def baseline(sets: list[dict], epochs: int, folder: Path) -> dict:
     study = optuna.create_study(storage=f"sqlite:///{folder}/optuna.db", study_name="baseline", direction="maximize")
     for params in sets:
         study.enqueue_trial(params)
-    callback = MLflowCallback(tracking_uri=f"sqlite:///{folder}/mlflow.db", metric_name="val_accuracy")
+    with warnings.catch_warnings():  # deprecated in optuna-integration 4.9, still what the hand-written loop uses
+        warnings.simplefilter("ignore", FutureWarning)
+        callback = MLflowCallback(tracking_uri=f"sqlite:///{folder}/mlflow.db", metric_name="val_accuracy")
     study.optimize(objective, n_trials=len(sets), callbacks=[callback])
     elapsed = time.perf_counter() - started
     assert [t.params for t in study.trials] == sets, "the baseline must run the fixed parameter sets"
@@ -192,6 +196,7 @@ def main() -> None:
         results[executor]["training"] = training_only(executor, sets[:counts[executor]], args.epochs, args.fuse)
 
     base = results["baseline"]
+    print(f"load average at the end (other processes share the 2 cores): {os.getloadavg()[0]:.2f}")
     print(f"reference sweep: dot, dot.yaml's search space, {args.epochs} epochs, batch 32; {args.slots} CPU slot(s), "
           f"fused K={args.fuse}; trials: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
     print(f"{'runner':<10}{'trials/min':>11}{'ratio':>8}{'steady/min':>11}{'training/min':>13}{'ratio':>8}"

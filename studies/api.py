@@ -10,11 +10,12 @@ from typing import Any, Callable
 import optuna
 
 from studies.coordinator import MAX_TRIALS_PER_EXECUTOR, Coordinator
+from studies.keras.fusion import choose_k
 from studies.keras.datasets import Dataset, load_dataset
 from studies.slots import plan_slots
 from studies.stores import Stores
 from studies.study import StudyHandle, load_study, open_storage, stored_spec
-from sweeps.space import check_sampler
+from sweeps.space import check_sampler, trial_params
 from sweeps.spec import SpecError, SweepSpec, check_builder, check_input_shape, load_spec, parse_spec
 from tracking.mlflow_sink import MlflowSink
 from tracking.records import TrialRecord
@@ -77,6 +78,7 @@ def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = 
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
         handle = StudyHandle.open(spec, stores, data.content_hash, trials, save_models)
+        fuse = batch_size_of(spec, data, fuse)
         return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, fuse, on_trial))
 
 
@@ -94,6 +96,7 @@ def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = Non
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
         handle = StudyHandle.open(spec, stores, data.content_hash, save_models=save_models)
+        fuse = batch_size_of(spec, data, fuse)
         return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, fuse, on_trial))
 
 
@@ -122,6 +125,17 @@ def delete(name: str, **store_options) -> None:
     MlflowSink(stores.tracking_uri, stores.artifact_root).delete_study(name)
     with ResultsDB(stores.results_url) as results:
         results.delete_study(name)
+
+
+def batch_size_of(spec: SweepSpec, data: Dataset, fuse: int | None) -> int:
+    """Trials per fused batch: `--fuse K`, else what fits in memory for the widest model the spec can sample."""
+    if spec.executor not in ("auto", "fused"):
+        return 1
+    params = trial_params(spec, {})
+    hidden = spec.search.get("hidden")
+    if hidden is not None:  # categorical lists of widths: size the batch for the widest
+        params["hidden"] = max(hidden.choices, key=lambda widths: sum(widths))
+    return choose_k(params, data, fuse)
 
 
 def _run(handle: StudyHandle, coordinator: Coordinator) -> Summary:

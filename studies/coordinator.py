@@ -24,6 +24,7 @@ from typing import Callable
 import optuna
 
 from studies.executor import Died, ExecutorProcess
+from studies.keras.fusion import executor_for, fuse_group_key
 from studies.protocol import Ready, TrialOutcome, TrialTask
 from studies.slots import Slot
 from studies.study import StudyHandle, derive_seed
@@ -47,6 +48,7 @@ class _Trial:
     trial: optuna.Trial
     params: dict
     run_id: str
+    executor: str  # fused, compiled or keras: the fastest that trains it as the reference would
     started_at: float = field(default_factory=time.time)
     done: dict[int, tuple[list[EpochRecord], TrialOutcome]] = field(default_factory=dict)  # by repeat
     failure: TrialOutcome | None = None  # the first training that failed fails the trial
@@ -93,8 +95,7 @@ class Coordinator:
                  fuse: int | None = None, on_trial: Callable[[TrialRecord, int, int], None] | None = None):
         self.h = handle
         self.spec = handle.spec
-        self.executor = self.spec.executor if self.spec.executor != "auto" else "keras"
-        self.fuse = (fuse or 8) if self.executor == "fused" else 1  # trainings per batch
+        self.fuse = fuse or 1  # trainings per fused batch (see studies/keras/fusion.py)
         self.slots = {slot.index: slot for slot in slots}
         self.deadline = time.time() + timeout if timeout else math.inf
         self.retries = retries
@@ -173,12 +174,19 @@ class Coordinator:
             self.executors[index].submit(*tasks)
 
     def _take_batch(self) -> list[tuple[_Trial, int]]:
-        """Up to `fuse` waiting trainings, at most one per trial (a batch's records are told apart by trial)."""
-        batch: list[tuple[_Trial, int]] = []
-        for unit in list(self.waiting):
-            if len(batch) < self.fuse and all(unit[0] is not taken for taken, _ in batch):
+        """The first waiting training and, if it fuses, up to `fuse` - 1 others of its group: at most one per trial,
+        since a batch's records are told apart by trial number."""
+        first = self.waiting[0]
+        key = fuse_group_key(first[0].params) if first[0].executor == "fused" else None
+        batch = [first]
+        for unit in self.waiting[1:]:
+            if key is None or len(batch) >= self.fuse:
+                break
+            if unit[0].executor == "fused" and fuse_group_key(unit[0].params) == key and \
+                    all(unit[0] is not taken for taken, _ in batch):
                 batch.append(unit)
-                self.waiting.remove(unit)
+        for unit in batch:
+            self.waiting.remove(unit)
         return batch
 
     def _task(self, trial: _Trial, repeat: int) -> TrialTask:
@@ -186,7 +194,7 @@ class Coordinator:
         seed = derive_seed(spec.seed, "trial", trial.trial.number, *([repeat] if repeat else []))
         return TrialTask(spec.name, trial.trial.number, trial.params, seed, spec.dataset.model_dump(),
                          str(spec.base_dir), tuple(zip(spec.metrics, spec.directions)),
-                         report_epochs(spec.pruner, trial.params["epochs"]), repeat, self.executor,
+                         report_epochs(spec.pruner, trial.params["epochs"]), repeat, trial.executor,
                          save_model=self.h.save_models != "none" and repeat == 0)
 
     def _ask(self) -> bool:
@@ -201,7 +209,7 @@ class Coordinator:
         params = trial_params(self.spec, suggest(trial, self.spec))
         seed = derive_seed(self.spec.seed, "trial", trial.number)
         run_id = self.h.start_trial_run(trial, seed, self.spec.repeats)
-        self.trials[trial.number] = _Trial(trial, params, run_id)
+        self.trials[trial.number] = _Trial(trial, params, run_id, executor_for(params, requested=self.spec.executor))
         self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
         return True
 

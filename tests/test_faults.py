@@ -26,7 +26,9 @@ BEAT = {"FITGAP_HEARTBEAT_S": "1", "FITGAP_GRACE_S": "4"}
 
 
 def spec_text(name: str, epochs: int, trials: int, extra: str = "") -> str:
+    """One trial per executor at a time (the keras executor): these tests are about orchestration."""
     return (f"name: {name}\ndataset: {{name: dot}}\nmodel: {{hidden: [4]}}\nepochs: {epochs}\ntrials: {trials}\n"
+            f"executor: keras\n"
             f"objective: [{{metric: val_accuracy}}]\nsampler: random\nseed: 3\n"
             f"search:\n  learning_rate: {{type: float, low: 0.01, high: 0.3, log: true}}\n{extra}")
 

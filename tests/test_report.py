@@ -221,7 +221,7 @@ def test_each_trial_is_diagnosed_in_the_results_and_tagged_with_its_plots_in_mlf
     assert small["summary"].counts == {"COMPLETE": 7}
     with ResultsDB(small["stores"].results_url) as db:
         rows = db.trials("small")
-    assert all(r["verdict"] in ("underfit", "good_fit", "overfit") and r["executor"] == "keras" for r in rows)
+    assert all(r["verdict"] in ("underfit", "good_fit", "overfit") and r["executor"] == "fused" for r in rows)  # auto: an mlp fuses
     assert all(r["fit_measure"] == "accuracy_gap" and r["final_fit_gap"] is not None for r in rows)
     client = small["client"]
     for row in rows:
