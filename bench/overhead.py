@@ -7,9 +7,10 @@ The real `StudyHandle` and `Coordinator` run a study on SQLite stores (Optuna, M
 Trials are "trained" by a fake in-process executor (no TensorFlow, no process): each trial streams 100 epochs of 6
 metrics and waits for the pruner's decision at its report epochs (a median pruner reporting every 10 epochs), as a
 real executor does; so the time between two finished trials is the coordinator's alone. The median per trial is
-taken over the `window` trials that end at each count of `--at`, with the mean (the window's wall time per trial:
-with `--executor fused` the coordinator asks and writes in bursts of K, so the mean is the fair figure there) and
-where that time went (budget = the budget, stop and stale-trial checks around each ask and tell).
+taken over the `window` trials that end at each count of `--at`; the mean over whole ask cycles spanning at least
+`window` trials (with `--executor fused` the coordinator asks K trials at once and writes them one by one, so the
+median misses the asks and the mean is the fair figure), with where that time went (budget = the budget, stop and
+stale-trial checks around each ask and tell).
 
 The fake executor replaces `studies.coordinator.ExecutorProcess` (the one seam: a class with `submit`, `stop`,
 `decide`, `close`, that posts `Ready`, records and outcomes to the coordinator's event queue).
@@ -122,7 +123,8 @@ def spec_for(trials: int, executor: str):
 def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -> dict[int, tuple[float, float, dict]]:
     """Run one study to max(counts); per count, over the window of trials ending there: the median and the mean
     seconds between two finished trials, and the mean seconds per trial of each kind of work."""
-    spec = spec_for(max(counts), executor)
+    # One batch more than the last count, so that every window holds the asks of the batch after it
+    spec = spec_for(max(counts) + (fuse or 1), executor)
     timings = Timings()
     finished: list[float] = []
     work: list[dict[str, float]] = []
@@ -164,15 +166,19 @@ def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -
                 with contextlib.suppress(AttributeError):
                     setattr(optuna.Trial, name, getattr(optuna.Trial, name).__wrapped__)
     intervals = np.diff(finished)
+    asked = [i for i, spent in enumerate(work) if "ask" in spent]  # finished trials that followed an ask (burst)
     results = {}
     for count in counts:
-        chosen = slice(max(0, count - 1 - window), count - 1)
+        median = float(np.median(intervals[max(0, count - 1 - window):count - 1]))
+        # The mean over whole ask cycles (one trial each, or a fused batch of K): from the last ask at or before
+        # `count` back to the first ask at least `window` trials earlier.
+        end = max(i for i in asked if i <= count - 1)
+        start = max([i for i in asked if i <= end - window] or [0])
         kinds = defaultdict(float)
-        for spent in work[chosen.start + 1:chosen.stop + 1]:
+        for spent in work[start + 1:end + 1]:
             for kind, seconds in spent.items():
-                kinds[kind] += seconds / window
-        mean = (finished[count - 1] - finished[chosen.start]) / (count - 1 - chosen.start)
-        results[count] = (float(np.median(intervals[chosen])), mean, dict(kinds))
+                kinds[kind] += seconds / (end - start)
+        results[count] = (median, (finished[end] - finished[start]) / (end - start), dict(kinds))
     return results
 
 
@@ -204,9 +210,12 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=50, help="trials the median is taken over, ending at each size")
     parser.add_argument("--tpe-at", type=int, nargs="*", default=[100, 1000, 10000])
     parser.add_argument("--executor", default="keras", choices=["keras", "fused"],
-                        help="fused: the coordinator asks --fuse trials at once")
+                        help="fused: the coordinator asks --fuse trials (default 64) at once")
     parser.add_argument("--fuse", type=int, default=None)
     args = parser.parse_args()
+    if args.executor == "fused":
+        args.fuse = args.fuse or 64
+        args.window = math.ceil(args.window / args.fuse) * args.fuse  # whole batches: each window asks once
     counts = sorted(args.at)
     print(f"coordinator cost per trial, RandomSampler, SQLite stores, 100 epochs x {len(METRICS)} metrics, median "
           f"pruner reporting every 10 epochs, executor {args.executor}:")
