@@ -18,6 +18,7 @@ the same composition only call.
 
 from __future__ import annotations
 
+import gc
 import math
 import traceback
 from dataclasses import dataclass
@@ -96,9 +97,10 @@ class _Member:
 def _train_group(tasks: list[TrialTask], data, on_epoch) -> dict[int, TrialOutcome]:
     outcomes: dict[int, TrialOutcome] = {}
     members: list[_Member] = []
+    gc.collect()  # once for the batch (the last batch's models), not once per member as `clear_session` would
     for task in tasks:
         try:
-            members.append(_Member(task, start_trial(task, data)))
+            members.append(_Member(task, start_trial(task, data, collect_garbage=False)))
         except Exception as error:  # a member that cannot be built fails alone
             outcomes[task.number] = _failed(task, error)
     if members:
