@@ -222,6 +222,7 @@ def test_a_smaller_batch_reuses_a_wider_graph_and_trains_the_same():
     np.testing.assert_allclose(curves(fused[small.number]), curves(reference[small.number]), rtol=RTOL)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's own, loading a model
 @pytest.mark.parametrize("executor", ["compiled", "fused"])
 def test_the_saved_model_holds_the_trials_final_weights(executor, tmp_path):
     """model.keras (`task.save_model`) comes from the trial's own Keras model, given its final (unpadded) weights."""
