@@ -3,7 +3,7 @@ the coordinator calls these functions before any executor exists.
 
 The contract, for the coordinator (`executor:` in the spec, `--fuse K` on the command line):
 
-- ``executor_for(params, data, requested="auto") -> "fused" | "compiled" | "keras"``: the fastest executor that can
+- ``executor_for(params, data=None, requested="auto") -> "fused" | "compiled" | "keras"``: the fastest executor that can
   train this trial exactly as the reference would, never a faster one than `requested` ("auto" = fused allowed).
   The chain is fused -> compiled -> keras; see `fuse_blocker` and `compile_blocker` for why a trial falls back.
 - ``fuse_group_key(params) -> tuple | None``: trials whose keys are equal (and not None) can be one `Batch`, trained
@@ -22,7 +22,9 @@ only shapes are read.
 
 Inside a batch each trial still streams its own `EpochRecord`s through `on_epoch` (record.trial tells them apart, so
 a batch holds at most one training of each trial number); True for a trial stops it alone (PRUNED), and the batch's
-outcomes come back in the order of its tasks, each saying which executor ran (`TrialOutcome.executor`).
+outcomes come back in the order of its tasks, each saying which executor ran (`TrialOutcome.executor`). A batch that
+mixes group keys, or holds a trial that cannot fuse, is still trained right: `train_fused` splits it by key and
+trains the odd ones alone (compiled, else keras).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from typing import Any, Mapping
 
 from sweeps.vocabulary import HYPERPARAMETERS
 
-MAX_K = 64  # beyond this a batch takes long enough that pruned members waste more than fusing saves (2 CPU cores)
+# At K = 64 a dot trial trains in ~30 ms on 2 CPU cores (bench/throughput.py), far below the coordinator's cost per
+# trial: a larger batch would gain nothing there and keep more trials RUNNING (and pruned members frozen) at once.
+MAX_K = 64
 FUSE_MEMORY_MB = float(os.environ.get("FITGAP_FUSE_MEMORY_MB", "512"))  # a fused batch's working set
 EXECUTORS = ("fused", "compiled", "keras")  # fastest first
 

@@ -8,7 +8,9 @@
 - `penalty`: the kernel penalty ``l1 * sum|w| + l2 * sum w**2`` (Keras's L1, L2 and L1L2, with the weights as
   tensors: a zero weight adds an exact 0, so regularizer "none" shares the graph of the others);
 - `EpochWatch`: what happens after an epoch (non-finite loss, the record, a stop request, early stopping), exactly as
-  `train._EpochMonitor` does it, on plain measured values.
+  `train._EpochMonitor` does it, on plain measured values;
+- `finish_trial`: a complete trial's artifacts (`artifacts.trial_artifacts`), from its own Keras model given its final
+  weights.
 """
 
 from __future__ import annotations
