@@ -215,9 +215,12 @@ class Coordinator:
 
     # -- events -----------------------------------------------------------------------------------------------------
 
-    def _handle(self, index, message) -> None:
-        if index == "interrupt":
+    def _handle(self, source: ExecutorProcess | str, message) -> None:
+        if source == "interrupt":
             raise KeyboardInterrupt
+        index = source.slot.index
+        if self.executors.get(index) is not source:
+            return  # a recycled executor's exit, posted after its successor started
         if isinstance(message, Ready):
             self.devices[index] = message.device
             self.idle.add(index)

@@ -30,7 +30,8 @@ class Died:
 
 
 class ExecutorProcess:
-    """One executor process on one slot. Messages from it are posted to `events` as (slot index, message)."""
+    """One executor process on one slot. Messages from it are posted to `events` as (this handle, message): a slot's
+    replaced executor can still post its last words (its `Died`) after the new one started."""
 
     def __init__(self, slot: Slot, events: queue.Queue, log_path: Path):
         self.slot = slot
@@ -49,8 +50,8 @@ class ExecutorProcess:
 
     def _read(self) -> None:
         while (message := receive(self.process.stdout)) is not None:
-            self._events.put((self.slot.index, message))
-        self._events.put((self.slot.index, Died(self.process.wait())))
+            self._events.put((self, message))
+        self._events.put((self, Died(self.process.wait())))
 
     def submit(self, *tasks: TrialTask) -> None:
         self._send(Batch(tasks))

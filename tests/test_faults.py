@@ -238,6 +238,17 @@ def test_fake_gpus_pin_each_executor_and_its_trials(study):
                if "fitgap.slot" in r.data.tags and r.data.tags.get("fitgap.role") != "study")
 
 
+def test_executors_are_recycled_after_their_share_of_trials(study):
+    launch = study.start(study.spec(spec_text("recycled", epochs=2, trials=3)), "--max-trials-per-executor", "1")
+    executors: set[int] = set()
+    while launch.poll() is None:  # each executor lives at least its TensorFlow import (seconds)
+        executors.update(executors_of(launch.pid))
+        time.sleep(0.05)
+    assert launch.returncode == 0, launch.stderr.read()
+    assert [t.state.name for t in study.trials("recycled")] == ["COMPLETE"] * 3
+    assert len(executors) >= 3  # a fresh process for every trial
+
+
 def test_delete_removes_the_study_everywhere_and_frees_its_name(study):
     spec = study.spec(spec_text("doomed", epochs=2, trials=1))
     assert fitgap("launch", str(spec), "--workspace", str(study.stores.workspace)).returncode == 0
