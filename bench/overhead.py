@@ -9,8 +9,10 @@ metrics and waits for the pruner's decision at its report epochs (a median prune
 real executor does; so the time between two finished trials is the coordinator's alone. The median per trial is
 taken over the `window` trials that end at each count of `--at`; the mean over whole ask cycles spanning at least
 `window` trials (with `--executor fused` the coordinator asks K trials at once and writes them one by one, so the
-median misses the asks and the mean is the fair figure), with where that time went (budget = the budget, stop and
-stale-trial checks around each ask and tell).
+median misses the asks and the mean is the fair figure), with where the coordinator's time went (budget = the
+budget, stop and stale-trial checks around each ask and tell). MLflow's and the results database's writes of each
+finished trial are the tracking process's (`tracking/writer.py`), beside the coordinator: they show in the intervals
+when they are the slower of the two.
 
 The fake executor replaces `studies.coordinator.ExecutorProcess` (the one seam: a class with `submit`, `stop`,
 `decide`, `close`, that posts `Ready`, records and outcomes to the coordinator's event queue).
@@ -57,7 +59,7 @@ class FakeExecutor:
         self.slot, self.events = slot, events
         self.decisions: dict[int, tuple[threading.Event, list]] = {}
         self.rng = np.random.default_rng(slot.index)
-        events.put((slot.index, Ready(0, "cpu")))
+        events.put((self, Ready(0, "cpu")))
 
     def submit(self, *tasks) -> None:
         for task in tasks:
@@ -68,15 +70,15 @@ class FakeExecutor:
         for epoch in range(task.params["epochs"]):
             value = level * (1 - math.exp(-epoch / 20))
             metrics = {name: float(value) for name in METRICS}
-            self.events.put((self.slot.index, EpochRecord(task.number, epoch, metrics)))
+            self.events.put((self, EpochRecord(task.number, epoch, metrics)))
             if epoch in task.decide_at:
                 answer = self.decisions[task.number] = (threading.Event(), [])
                 answer[0].wait()
                 if answer[1][0]:
-                    self.events.put((self.slot.index, TrialOutcome(task.number, "PRUNED", reason="stopped")))
+                    self.events.put((self, TrialOutcome(task.number, "PRUNED", reason="stopped")))
                     return
         complexity = {"params_total": 45, "params_trainable": 45, "params_non_trainable": 0, "macs": 33}
-        self.events.put((self.slot.index, TrialOutcome(task.number, "COMPLETE", complexity)))
+        self.events.put((self, TrialOutcome(task.number, "COMPLETE", complexity)))
 
     def decide(self, number: int, epoch: int, stop: bool) -> None:
         event, answer = self.decisions[number]
@@ -151,9 +153,7 @@ def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -
                 for name in ("remaining", "used_budget", "fail_stale_trials", "stop_requested", "heartbeat"):
                     timings.wrap(handle, name, "budget")  # the checks around each ask and tell
                 timings.wrap(handle.study, "tell", "tell")
-                timings.wrap(handle, "start_trial_run", "mlflow")
-                timings.wrap(handle.sink, "finish_trial", "mlflow")
-                timings.wrap(handle.results, "write_trial", "results")
+                timings.wrap(handle, "start_trial_run", "run start")  # the trial's MLflow run and heartbeat
                 timings.wrap(optuna.Trial, "report", "reports")
                 timings.wrap(optuna.Trial, "should_prune", "reports")
                 try:

@@ -38,7 +38,7 @@ import yaml
 
 from studies import launch
 from studies.study import derive_seed
-from sweeps.space import suggest, trial_params
+from sweeps.space import make_sampler, suggest, trial_params
 from sweeps.spec import parse_spec
 
 SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "specs" / "dot.yaml"
@@ -51,9 +51,11 @@ def reference_spec(epochs: int, name: str = "bench-throughput", **changes):
 
 
 def parameter_sets(count: int, epochs: int) -> list[dict]:
-    """The fixed list: sampled from the dot spec's space (searched names only, as Optuna's params)."""
-    spec = reference_spec(epochs)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2024))
+    """The fixed list (searched names only, as Optuna's params): what a fitgap study of the reference spec with the
+    random sampler asks, in order. The fitgap runs get it from their sampler, as a user's sweep would (enqueueing
+    hundreds of trials would make every ask read them all); `through_launch` checks that they ran it."""
+    spec = reference_spec(epochs, sampler="random")
+    study = optuna.create_study(sampler=make_sampler(spec, derive_seed(spec.seed, "sampler", 0, 0)))
     return [suggest(study.ask(), spec) for _ in range(count)]
 
 
@@ -115,8 +117,7 @@ def baseline(sets: list[dict], epochs: int, folder: Path) -> dict:
 
 
 def through_launch(executor: str, sets: list[dict], epochs: int, fuse: int | None, slots: int, folder: Path) -> dict:
-    spec = reference_spec(epochs, f"bench-{executor}", executor=executor, enqueue=sets, trials=len(sets),
-                          sampler="random")
+    spec = reference_spec(epochs, f"bench-{executor}", executor=executor, trials=len(sets), sampler="random")
     finished: list[float] = []
     started = time.perf_counter()
     # One executor for the whole run: recycling one (after --max-trials-per-executor trainings) would add a
@@ -128,6 +129,7 @@ def through_launch(executor: str, sets: list[dict], epochs: int, fuse: int | Non
     records = {r.number: r for r in summary.finished}
     assert sorted(records) == list(range(len(sets))), f"{executor}: trials {sorted(records)}"
     assert all(r.executor == executor for r in records.values()), {r.executor for r in records.values()}
+    assert all(r.params == trial_params(spec, sets[n]) for n, r in records.items()), f"{executor}: other params"
     complete = [r for r in records.values() if r.state == "COMPLETE"]
     steady = (finished[-1] - finished[0]) / (len(finished) - 1) if len(finished) > 1 else elapsed
     return {"end_to_end": elapsed / len(sets), "steady": steady,

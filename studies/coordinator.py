@@ -4,6 +4,8 @@ It asks Optuna for trials, hands their trainings to executor processes (one per 
 records (reported to the pruner at its epochs), outcomes, executors that die, Ctrl-C. For each finished trial it
 writes MLflow and the results database and then tells Optuna. Telling last means a coordinator killed mid-write
 leaves the trial RUNNING, to be failed (and retried) by the heartbeat check, never COMPLETE without its records.
+The writing is the tracking process's (`tracking.writer`), on another core: the coordinator tells Optuna when it
+says a trial is written.
 
 A trial is `repeats` trainings with different seeds, possibly on different slots; its record holds their mean.
 """
@@ -31,7 +33,9 @@ from studies.study import StudyHandle, derive_seed
 from sweeps.pruning import report_epochs
 from sweeps.space import suggest, trial_params
 from sweeps.vocabulary import COMPLEXITY_METRICS
+from tracking.mlflow_sink import TrackingError
 from tracking.records import EpochRecord, TrialRecord
+from tracking.writer import TrackingWriter, WriterDied, Written
 
 HEARTBEAT_S = float(os.environ.get("FITGAP_HEARTBEAT_S", "10"))  # how often running trials prove they live
 MAX_TRIALS_PER_EXECUTOR = 100  # then the executor is replaced: Keras leaks ~1 MiB per trial
@@ -108,46 +112,63 @@ class Coordinator:
         self.idle: set[int] = set()
         self.running: dict[int, dict[int, _Training]] = {}  # slot -> trial number -> its training there
         self.waiting: list[tuple[_Trial, int]] = []  # repeats of asked trials that no slot has taken yet
-        self.trials: dict[int, _Trial] = {}  # unfinished trials by number
+        self.trials: dict[int, _Trial] = {}  # trials not yet told to Optuna, by number
+        self.writer: TrackingWriter | None = None
+        self.writing: dict[int, tuple[_Trial, TrialRecord, bool]] = {}  # records the tracking process is writing
         self.finished: list[TrialRecord] = []
+        self.used = 0  # the study's used budget, for progress: read at each heartbeat, counted in between
         self.stopping = False  # `fitgap stop`, the timeout or Ctrl-C: no new trials
+        self.spent = False  # the budget was used up at the last ask: ask again after a retry or a heartbeat
 
     def run(self) -> list[TrialRecord]:
         """Run trials until the budget is used (or the timeout, or a stop); return the records this launch wrote."""
         previous = self._catch_sigint()
         try:
             self.h.fail_stale_trials(self.retries)
+            self.used = self.h.used_budget()
             if self._remaining() > 0:
+                stores = self.h.stores
+                self.writer = TrackingWriter(self.events, stores.tracking_uri, stores.artifact_root, stores.results_url)
                 for slot in self.slots.values():
                     self._start_executor(slot)
             last_beat = time.time()
             while self.executors:
                 self._dispatch()
-                if not self.running and (self.stopping or self._remaining() <= 0):
+                if not (self.running or self.waiting or self.writing) and (self.stopping or self._remaining() <= 0):
                     break
                 try:
-                    self._handle(*self.events.get(timeout=self._next_wakeup()))
+                    self._handle(*self.events.get(timeout=0 if self._prefetching() else self._next_wakeup()))
                 except queue.Empty:
-                    pass
+                    if self._prefetching():
+                        self._ask(1)  # nothing to handle: ask for the next batch while the slots train
                 self._enforce_trial_timeout()
                 if time.time() - last_beat >= HEARTBEAT_S:
                     self.h.heartbeat([t.trial for t in self.trials.values()])
+                    self.h.fail_stale_trials(self.retries)  # another coordinator's, on a shared server
+                    self.used = self.h.used_budget()  # other coordinators' trials too
+                    self.spent = False  # their trials may have failed and been retried
                     self.stopping = self.stopping or self.h.stop_requested()
                     last_beat = time.time()
+            if self.waiting:  # stopping, and no executor left to train them
+                self._drop_waiting("not started: the launch stopped", retry=True)
+            self._drain()
         except KeyboardInterrupt:
             self.stopping = True
             for executor in self.executors.values():
                 executor.close(kill=True)
-            self.waiting.clear()
+            self._drop_waiting("interrupted", retry=False)
             for index in list(self.running):
                 for training in self.running.pop(index).values():
                     training.stop_reason = "interrupted"
                     self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason="interrupted"))
+            self._drain()
             raise
         finally:
             for executor in self.executors.values():
                 executor.close(kill=True)
             self.executors.clear()
+            if self.writer is not None:
+                self.writer.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         return self.finished
@@ -158,12 +179,12 @@ class Coordinator:
         return self.h.remaining()
 
     def _dispatch(self) -> None:
-        while self.idle and not self.stopping:
+        """Give idle slots their next batches; once stopping, only the trials already asked (running, for Optuna)."""
+        while self.idle:
             if time.time() >= self.deadline:
                 self.stopping = True
-                return
-            while len(self.waiting) < self.fuse and self._ask():
-                pass
+            if len(self.waiting) < self.fuse and not self.spent and not self.stopping:
+                self._ask(math.ceil((self.fuse - len(self.waiting)) / self.spec.repeats))
             if not self.waiting:
                 return
             index = self.idle.pop()
@@ -172,6 +193,25 @@ class Coordinator:
             self.running[index] = {task.number: _Training(trial, task, index, self.devices[index])
                                    for (trial, _), task in zip(batch, tasks)}
             self.executors[index].submit(*tasks)
+
+    def _prefetching(self) -> bool:
+        """Whether to ask ahead: while slots train, the next batch of each slot is asked in the coordinator's idle
+        time, so that asking overlaps training instead of following it."""
+        return self.running and not self.stopping and not self.spent and \
+            len(self.waiting) < self.fuse * len(self.slots)
+
+    def _drop_waiting(self, reason: str, retry: bool) -> None:
+        """The trials asked ahead that no slot took fail with `reason` (and are retried with the same params by the
+        next launch). A trial whose other repeats are training fails when they end."""
+        pending = list({id(trial): trial for trial, _ in self.waiting}.values())
+        self.waiting.clear()
+        training = {id(t.trial) for batch in self.running.values() for t in batch.values()}
+        for trial in pending:
+            outcome = TrialOutcome(trial.trial.number, "FAIL", reason=reason)
+            if id(trial) in training:
+                trial.failure = trial.failure or outcome
+            else:
+                self._training_done(_Training(trial, self._task(trial, 0), -1, "none"), outcome, retry=retry)
 
     def _take_batch(self) -> list[tuple[_Trial, int]]:
         """The first waiting training and, if it fuses, up to `fuse` - 1 others of its group: at most one per trial,
@@ -197,27 +237,30 @@ class Coordinator:
                          report_epochs(spec.pruner, trial.params["epochs"]), repeat, trial.executor,
                          save_model=self.h.save_models != "none" and repeat == 0)
 
-    def _ask(self) -> bool:
-        """Ask Optuna for one more trial, within the budget; its repeats join the waiting list."""
-        with self.h.asking():  # several coordinators on one server: the budget check and the ask are one step
-            self.h.fail_stale_trials(self.retries)
-            if self.h.stop_requested():
-                self.stopping = True
-            if self.stopping or self.h.remaining() <= 0:
-                return False
-            trial = self.h.study.ask()
-        params = trial_params(self.spec, suggest(trial, self.spec))
-        seed = derive_seed(self.spec.seed, "trial", trial.number)
-        run_id = self.h.start_trial_run(trial, seed, self.spec.repeats)
-        self.trials[trial.number] = _Trial(trial, params, run_id, executor_for(params, requested=self.spec.executor))
-        self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
-        return True
+    def _ask(self, wanted: int) -> None:
+        """Ask Optuna for up to `wanted` more trials, within the budget; their repeats join the waiting list."""
+        with self.h.asking():  # several coordinators on one server: the budget check and the asks are one step
+            self.stopping = self.stopping or self.h.stop_requested()
+            remaining = 0 if self.stopping else self.h.remaining()
+            asked = [self.h.study.ask() for _ in range(min(wanted, remaining))]
+        self.spent = remaining <= wanted
+        for trial in asked:
+            params = trial_params(self.spec, suggest(trial, self.spec))
+            seed = derive_seed(self.spec.seed, "trial", trial.number)
+            run_id = self.h.start_trial_run(trial, seed, self.spec.repeats)
+            self.trials[trial.number] = _Trial(trial, params, run_id, executor_for(params, requested=self.spec.executor))
+            self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
 
     # -- events -----------------------------------------------------------------------------------------------------
 
-    def _handle(self, source: ExecutorProcess | str, message) -> None:
+    def _handle(self, source: ExecutorProcess | TrackingWriter | str, message) -> None:
         if source == "interrupt":
             raise KeyboardInterrupt
+        if source is self.writer:
+            if isinstance(message, WriterDied):
+                raise TrackingError(f"the tracking process exited (code {message.returncode}): see the messages above")
+            self._written(message)
+            return
         index = source.slot.index
         if self.executors.get(index) is not source:
             return  # a recycled executor's exit, posted after its successor started
@@ -306,7 +349,6 @@ class Coordinator:
         self._record(trial, training, retry)
 
     def _record(self, trial: _Trial, training: _Training, retry: bool) -> None:
-        del self.trials[trial.trial.number]
         done = [trial.done[r] for r in sorted(trial.done)]
         outcome = trial.failure or done[0][1]
         epochs = mean_curves([e for e, _ in done])
@@ -343,10 +385,31 @@ class Coordinator:
             test_metrics=test_metrics,
             executor=outcome.executor,
         )
-        attempt = trial.trial.user_attrs.get("fitgap.attempt", 0)
-        self.h.record(trial.trial, record, retry=retry and attempt < self.retries)
+        retry = retry and trial.trial.user_attrs.get("fitgap.attempt", 0) < self.retries
+        record = self.h.keep_model(record)
+        self.writing[record.number] = (trial, record, retry)
+        self.writer.write(record)
+
+    def _written(self, message: Written) -> None:
+        trial, record, retry = self.writing.pop(message.number)
+        if message.error:
+            raise TrackingError(f"trial {message.number} could not be written: {message.error}")
+        self.h.conclude(trial.trial, record, retry=retry)
+        self.spent = self.spent and not retry
+        del self.trials[record.number]
         self.finished.append(record)
-        self.on_trial(record, self.h.used_budget(), self.h.budget)
+        self.used += not retry  # a retried failure counts once, as its retry
+        self.on_trial(record, self.used, self.h.budget)
+
+    def _drain(self) -> None:
+        """Wait for the records being written, and tell Optuna about them (Ctrl-C: the interrupted trials)."""
+        while self.writing:
+            try:
+                source, message = self.events.get(timeout=300)
+            except queue.Empty:
+                return  # a hung tracking process: its trials stay RUNNING, failed and retried by the next launch
+            if source is self.writer:  # the executors are stopped: what they still post is moot
+                self._handle(source, message)
 
     def _values(self, epochs: list[EpochRecord], outcome: TrialOutcome) -> list[float]:
         best = best_epoch(epochs, self.spec.metrics[0], self.spec.directions[0])

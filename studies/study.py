@@ -138,18 +138,24 @@ class StudyHandle:
 
     def used_budget(self) -> int:
         """Finished trials count against the budget; a failure that was retried counts once (as its retry)."""
-        trials = self.study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.WAITING, TrialState.RUNNING))
-        retried = {t.user_attrs["fitgap.retry_of"] for t in trials if "fitgap.retry_of" in t.user_attrs}
-        return sum(1 for t in trials if t.state in _FINISHED and t.number not in retried)
+        return self._count()[0]
 
     def remaining(self) -> int:
         """Trials still to ask for, whoever runs them: the budget less finished and running trials."""
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return self.budget - self.used_budget() - len(running)
+        used, running = self._count()
+        return self.budget - used - running
+
+    def _count(self) -> tuple[int, int]:
+        """(used budget, running trials) from one read of the storage."""
+        trials = self.study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.WAITING, TrialState.RUNNING))
+        retried = {t.user_attrs["fitgap.retry_of"] for t in trials if "fitgap.retry_of" in t.user_attrs}
+        used = sum(1 for t in trials if t.state in _FINISHED and t.number not in retried)
+        return used, sum(1 for t in trials if t.state == TrialState.RUNNING)
 
     @contextlib.contextmanager
     def asking(self):
-        """Make the budget check and the ask one step across coordinators that share a PostgreSQL storage."""
+        """Make the budget check and the ask (or the stale trials' retries) one step across coordinators that share
+        a PostgreSQL storage."""
         engine = self.storage.engine
         if engine.dialect.name != "postgresql":
             yield  # SQLite: one coordinator per workspace (see `launch_lock`)
@@ -167,7 +173,12 @@ class StudyHandle:
         return bool(self.storage.get_study_user_attrs(self.study._study_id).get("fitgap.stop"))
 
     def fail_stale_trials(self, retries: int) -> None:
-        """Fail (and retry) the trials of coordinators that stopped beating, and close orphaned MLflow runs."""
+        """Fail (and retry) the trials of coordinators that stopped beating, and close orphaned MLflow runs; under
+        the study's lock, so that two coordinators cannot both retry one trial."""
+        with self.asking():
+            self._fail_stale_trials(retries)
+
+    def _fail_stale_trials(self, retries: int) -> None:
         before = {t._trial_id for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         if before:
             optuna.storages.fail_stale_trials(self.study)
@@ -211,22 +222,22 @@ class StudyHandle:
         trial.set_user_attr("fitgap.seed", seed)
         return run_id
 
-    def record(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False) -> None:
-        """Tracking first, Optuna last (see the coordinator's docstring); a retry re-enqueues the same params.
-
-        A model the executor sent (`model.keras`) goes to `<workspace>/models/<study>/trial-<n>.keras`, not to MLflow:
-        `close` cuts the folder down to the best and logs what it keeps (`save_models`: none, best or all).
-        """
+    def keep_model(self, record: TrialRecord) -> TrialRecord:
+        """The record without the model the executor sent (`model.keras`): that goes to
+        `<workspace>/models/<study>/trial-<n>.keras`, not to MLflow; `close` cuts the folder down to the best and logs
+        what it keeps (`save_models`: none, best or all)."""
         model = record.artifacts.get("model.keras")
-        if model is not None:
-            record = dataclasses.replace(record, artifacts={k: v for k, v in record.artifacts.items()
-                                                            if k != "model.keras"})
-            if record.state == "COMPLETE" and self.save_models != "none":
-                folder = self.stores.workspace / "models" / self.spec.name
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"trial-{record.number}.keras").write_bytes(model)
-        self.sink.finish_trial(record)
-        self.results.write_trial(record)
+        if model is None:
+            return record
+        if record.state == "COMPLETE" and self.save_models != "none":
+            folder = self.stores.workspace / "models" / self.spec.name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"trial-{record.number}.keras").write_bytes(model)
+        return dataclasses.replace(record, artifacts={k: v for k, v in record.artifacts.items() if k != "model.keras"})
+
+    def conclude(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False) -> None:
+        """Tell Optuna, once the record is in MLflow and the results database (see the coordinator's docstring); a
+        retry re-enqueues the same params."""
         if record.reason:
             trial.set_user_attr("fitgap.reason", record.reason)
         if record.state == "COMPLETE":
@@ -238,8 +249,7 @@ class StudyHandle:
 
     def close(self, status: str = "FINISHED") -> None:
         """End the launch: saved models cut down to the best trial (the Pareto set of a multi-objective study)
-        unless `save_models` is "all", the kept ones logged to their runs (`model/`), trial plots flushed, parent run
-        closed."""
+        unless `save_models` is "all", the kept ones logged to their runs (`model/`), parent run closed."""
         folder = self.stores.workspace / "models" / self.spec.name
         models = {int(p.stem.removeprefix("trial-")): p for p in folder.glob("trial-*.keras")}
         if models:
@@ -253,7 +263,6 @@ class StudyHandle:
                 run_id = runs.get(number)
                 if run_id and not self.sink.client.list_artifacts(run_id, "model"):
                     self.sink.client.log_artifact(run_id, str(path), "model")
-        self.sink.flush(timeout=300)
         self.sink.finish_study(self.study_run, status)
         self.results.close()
 

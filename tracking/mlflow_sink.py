@@ -196,22 +196,31 @@ class _Plotter:
     of rendering per plot must not compete with the coordinator for the GIL. A feeder thread writes the pipe (a
     400-epoch record is larger than a pipe's buffer, and the coordinator must not wait for a busy plotter). A plot that
     fails is a warning on stderr, never a failed study. When trials end faster than their plots render (tiny models,
-    fused batches), plotting skips trials while MAX_BACKLOG wait, so that closing the study waits seconds, not
-    minutes."""
+    fused batches), plotting skips trials while MAX_IN_FLIGHT are not rendered yet (the process writes a byte on its
+    stdout per trial done): plots then take the CPU the niced process gets, not the coordinator's, and closing the
+    study waits a second, not minutes."""
 
-    MAX_BACKLOG = 16
+    MAX_IN_FLIGHT = 2
 
     def __init__(self, tracking_uri: str):
-        self.process = subprocess.Popen([sys.executable, "-m", "tracking.plots"], stdin=subprocess.PIPE)
+        self.process = subprocess.Popen([sys.executable, "-m", "tracking.plots"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE)
         self.pending: queue.Queue = queue.Queue()
+        self.submitted = self.rendered = 0
         self.feeder = threading.Thread(target=self._feed, daemon=True, name="fitgap-plots")
         self.feeder.start()
+        threading.Thread(target=self._count, daemon=True, name="fitgap-plots-done").start()
         self.pending.put(pickle.dumps(tracking_uri))  # on the pipe, not the command line: it may hold a password
 
     def has_room(self) -> bool:
-        return self.pending.qsize() < self.MAX_BACKLOG
+        return self.submitted - self.rendered < self.MAX_IN_FLIGHT
+
+    def _count(self) -> None:
+        while self.process.stdout.read(1):
+            self.rendered += 1
 
     def submit(self, artifact_uri: str, record: TrialRecord, overfit_epoch: int | None) -> None:
+        self.submitted += 1
         self.pending.put(pickle.dumps((artifact_uri, record, overfit_epoch), protocol=pickle.HIGHEST_PROTOCOL))
 
     def _feed(self) -> None:

@@ -226,13 +226,17 @@ def trial_plots(record, overfit_epoch: int | None) -> dict[str, bytes]:
 def main() -> None:
     """The plotting process: the MLflow tracking URI, then (artifact URI, TrialRecord, overfit epoch) triples,
     pickled on stdin until it closes; each trial's plots go to its run's artifact store (never the tracking
-    database)."""
+    database); a byte on stdout says each trial is done."""
     import os
+    import signal
 
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     if hasattr(os, "nice"):
-        os.nice(10)  # the coordinator and the executors come first on a busy machine; plots can wait
+        os.nice(19)  # the coordinator, the tracking process and the executors come first; plots take what is left
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's; this process ends with its input
+    done = os.fdopen(os.dup(1), "wb")  # the real stdout says "done"; anything a library prints goes to stderr
+    os.dup2(2, 1)
     stream = sys.stdin.buffer
     tracking_uri = pickle.load(stream)
     while True:
@@ -248,6 +252,8 @@ def main() -> None:
         except Exception:
             print(f"fitgap: warning: no plots for trial {record.number} of {record.study}:\n{traceback.format_exc()}",
                   file=sys.stderr)
+        done.write(b".")
+        done.flush()
 
 
 if __name__ == "__main__":
