@@ -197,7 +197,7 @@ class Coordinator:
     def _prefetching(self) -> bool:
         """Whether to ask ahead: while slots train, the next batch of each slot is asked in the coordinator's idle
         time, so that asking overlaps training instead of following it."""
-        return self.running and not self.stopping and not self.spent and \
+        return bool(self.running) and not self.stopping and not self.spent and \
             len(self.waiting) < self.fuse * len(self.slots)
 
     def _drop_waiting(self, reason: str, retry: bool) -> None:

@@ -67,7 +67,8 @@ def tracking_server(databases, tmp_path_factory):
 
 def test_two_workers_share_one_study_and_lose_nothing(databases, tracking_server, tmp_path):
     spec = tmp_path / "shared.yaml"
-    spec.write_text("name: shared\ndataset: {name: dot}\nmodel: {hidden: [4]}\nepochs: 60\ntrials: 6\n"
+    # One trial at a time per worker (keras): a fused worker would take the whole budget as one batch.
+    spec.write_text("name: shared\ndataset: {name: dot}\nmodel: {hidden: [4]}\nepochs: 60\ntrials: 6\nexecutor: keras\n"
                     "objective: [{metric: val_accuracy}]\nseed: 5\n"
                     "search:\n  learning_rate: {type: float, low: 0.01, high: 0.3, log: true}\n")
     stores = ["--storage", databases["optuna"], "--results-url", databases["results"],

@@ -13,6 +13,7 @@ once written or ``(number, error)``. End of input: the pending plots are rendere
 
 from __future__ import annotations
 
+import os
 import pickle
 import queue
 import signal
@@ -72,6 +73,7 @@ class TrackingWriter:
             try:
                 number, error = pickle.load(self.process.stdout)
             except (EOFError, pickle.UnpicklingError):
+                self.process.kill()  # at the end of its output, or a broken one
                 break
             self._events.put((self, Written(number, error)))
         self._events.put((self, WriterDied(self.process.wait())))
@@ -91,7 +93,9 @@ def main() -> None:
     from tracking.results import ResultsDB
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's: it records the interrupted trials
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run" line per trial
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # the real stdout is the answers'; anything a library prints goes to stderr
     tracking_uri, artifact_root, results_url = pickle.load(stdin)
     sink, results = MlflowSink(tracking_uri, artifact_root), ResultsDB(results_url)
     while True:
