@@ -223,10 +223,10 @@ def main() -> None:
     results = run_study(counts, args.window, args.executor, args.fuse)
     elapsed = time.perf_counter() - started
     kinds = sorted({kind for _, _, spent in results.values() for kind in spent})
-    print(f"{'trials':>7} {'median ms/trial':>16} {'mean ms/trial':>14}  " + "".join(f"{k + ' ms':>12}" for k in kinds))
+    print(f"{'trials':>7} {'median ms/trial':>16} {'mean ms/trial':>14}  " + "".join(f"{k + ' ms':>14}" for k in kinds))
     for count, (median, mean, spent) in results.items():
         print(f"{count:>7} {median * 1000:>16.1f} {mean * 1000:>14.1f}  "
-              + "".join(f"{spent.get(k, 0) * 1000:>12.1f}" for k in kinds))
+              + "".join(f"{spent.get(k, 0) * 1000:>14.1f}" for k in kinds))
     if len(counts) > 1:
         first, last = counts[-2], counts[-1]
         print(f"growth from {first} to {last} trials: median {results[last][0] / results[first][0]:.2f}x, "

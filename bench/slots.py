@@ -1,6 +1,6 @@
 """Trials per minute with 1 and with 2 CPU slots on the same sweep, in one run.
 
-    .venv/bin/python bench/slots.py [--trials 24] [--epochs 100]
+    .venv/bin/python bench/slots.py [--trials 64] [--epochs 100]
 
 Each configuration launches the same study (the course's 2-D points, the dot spec's search space, fixed seed, the
 keras executor) into a fresh workspace through the public API, storage and tracking included. Two rates are printed: end to end (from
@@ -36,7 +36,7 @@ def run(slots: int, trials: int, epochs: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=100)
     args = parser.parse_args()
     rates = {slots: run(slots, args.trials, args.epochs) for slots in (1, 2)}
