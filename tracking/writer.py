@@ -72,8 +72,10 @@ class TrackingWriter:
         while True:
             try:
                 number, error = pickle.load(self.process.stdout)
-            except (EOFError, pickle.UnpicklingError):
-                self.process.kill()  # at the end of its output, or a broken one
+            except EOFError:
+                break
+            except pickle.UnpicklingError:
+                self.process.kill()  # its answers cannot be read any more
                 break
             self._events.put((self, Written(number, error)))
         self._events.put((self, WriterDied(self.process.wait())))
