@@ -197,7 +197,7 @@ class Coordinator:
     def _prefetching(self) -> bool:
         """Whether to ask ahead: while slots train, the next batch of each slot is asked in the coordinator's idle
         time, so that asking overlaps training instead of following it."""
-        return bool(self.running) and not self.stopping and not self.spent and \
+        return bool(self.running) and not self.stopping and not self.spent and time.time() < self.deadline and \
             len(self.waiting) < self.fuse * len(self.slots)
 
     def _drop_waiting(self, reason: str, retry: bool) -> None:
@@ -248,7 +248,8 @@ class Coordinator:
             params = trial_params(self.spec, suggest(trial, self.spec))
             seed = derive_seed(self.spec.seed, "trial", trial.number)
             run_id = self.h.start_trial_run(trial, seed, self.spec.repeats)
-            self.trials[trial.number] = _Trial(trial, params, run_id, executor_for(params, requested=self.spec.executor))
+            executor = executor_for(params, requested=self.spec.executor)
+            self.trials[trial.number] = _Trial(trial, params, run_id, executor)
             self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
 
     # -- events -----------------------------------------------------------------------------------------------------
