@@ -189,6 +189,23 @@ def _text(value: Any) -> str:
     return str(value)[:6000]
 
 
+def feed_pipe(pending: queue.Queue, process: subprocess.Popen) -> bool:
+    """A feeder thread's work: write `pending`'s byte strings to the process's stdin until None comes, then close it.
+    False when the process went away first."""
+    alive = True
+    while alive and (data := pending.get()) is not None:
+        try:
+            process.stdin.write(data)
+            process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            alive = False
+    try:
+        process.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+    return alive
+
+
 class _Plotter:
     """The plotting process (`python -m tracking.plots`): it gets the tracking URI, then (artifact URI, record,
     overfit epoch) triples, pickled on its stdin, and logs each trial's PNGs to the run's artifacts — never the
@@ -224,20 +241,8 @@ class _Plotter:
         self.pending.put(pickle.dumps((artifact_uri, record, overfit_epoch), protocol=pickle.HIGHEST_PROTOCOL))
 
     def _feed(self) -> None:
-        broken = False
-        while (data := self.pending.get()) is not None:
-            if broken:
-                continue
-            try:
-                self.process.stdin.write(data)
-                self.process.stdin.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                broken = True
-                _log.warning("the plotting process has exited (code %s): no more trial plots", self.process.poll())
-        try:
-            self.process.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
+        if not feed_pipe(self.pending, self.process):
+            _log.warning("the plotting process has exited (code %s): no more trial plots", self.process.poll())
 
     def close(self, timeout: float | None = None) -> None:
         """Wait for every submitted trial's plots (at most `timeout` seconds), then end the process."""

@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracking.mlflow_sink import MlflowSink, feed_pipe
 from tracking.records import TrialRecord
 
 
@@ -49,24 +50,14 @@ class TrackingWriter:
                                         stdout=subprocess.PIPE)
         self._events = events
         self._pending: queue.Queue = queue.Queue()  # written to the pipe by a thread: a record can exceed its buffer
-        threading.Thread(target=self._feed, daemon=True, name="fitgap-tracking-feed").start()
+        # A broken pipe needs no word from the feeder: the reader reports the process's exit.
+        threading.Thread(target=feed_pipe, args=(self._pending, self.process), daemon=True,
+                         name="fitgap-tracking-feed").start()
         threading.Thread(target=self._read, daemon=True, name="fitgap-tracking-read").start()
         self._pending.put(pickle.dumps((tracking_uri, artifact_root, results_url)))
 
     def write(self, record: TrialRecord) -> None:
         self._pending.put(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def _feed(self) -> None:
-        while (data := self._pending.get()) is not None:
-            try:
-                self.process.stdin.write(data)
-                self.process.stdin.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                break  # the process is gone: the reader reports it
-        try:
-            self.process.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
 
     def _read(self) -> None:
         while True:
@@ -91,7 +82,6 @@ class TrackingWriter:
 
 
 def main() -> None:
-    from tracking.mlflow_sink import MlflowSink
     from tracking.results import ResultsDB
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's: it records the interrupted trials

@@ -35,8 +35,8 @@ from typing import Any, Mapping
 
 from sweeps.vocabulary import HYPERPARAMETERS
 
-# At K = 64 a dot trial trains in ~30 ms on 2 CPU cores (bench/throughput.py), far below the coordinator's cost per
-# trial: a larger batch would gain nothing there and keep more trials RUNNING (and pruned members frozen) at once.
+# At K = 64 a dot trial trains in ~60 ms on 2 CPU cores (bench/throughput.py), less than recording it costs: a larger
+# batch would gain nothing there and keep more trials RUNNING (and pruned members frozen) at once.
 MAX_K = 64
 FUSE_MEMORY_MB = float(os.environ.get("FITGAP_FUSE_MEMORY_MB", "512"))  # a fused batch's working set
 EXECUTORS = ("fused", "compiled", "keras")  # fastest first
