@@ -39,8 +39,7 @@ import optuna
 import yaml
 
 from studies import launch
-from studies.study import derive_seed
-from sweeps.space import make_sampler, suggest, trial_params
+from sweeps.space import derive_seed, make_sampler, suggest, trial_params
 from sweeps.spec import parse_spec
 
 SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "specs" / "dot.yaml"
@@ -58,7 +57,7 @@ def parameter_sets(count: int, epochs: int) -> list[dict]:
     random sampler asks, in order. The fitgap runs get it from their sampler, as a user's sweep would (enqueueing
     hundreds of trials would make every ask read them all); `through_launch` checks that they ran it."""
     spec = reference_spec(epochs, sampler="random")
-    study = optuna.create_study(sampler=make_sampler(spec, derive_seed(spec.seed, "sampler", 0, 0)))
+    study = optuna.create_study(sampler=make_sampler(spec, derive_seed(spec.seed, "sampler")))
     return [suggest(study.ask(), spec) for _ in range(count)]
 
 

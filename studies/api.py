@@ -304,7 +304,7 @@ def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | Non
     from studies.coordinator import mean_curves
     from studies.executor import Died, ExecutorProcess
     from studies.protocol import Ready, TrialOutcome, TrialTask
-    from studies.study import derive_seed
+    from sweeps.space import derive_seed
     from tracking.records import EpochRecord
 
     stores = Stores.resolve(**store_options)

@@ -29,9 +29,10 @@ from studies.executor import Died, ExecutorProcess
 from studies.keras.fusion import executor_for, fuse_group_key
 from studies.protocol import Ready, TrialOutcome, TrialTask
 from studies.slots import Slot
-from studies.study import StudyHandle, derive_seed
+from studies.study import StudyHandle
+
 from sweeps.pruning import report_epochs
-from sweeps.space import suggest, trial_params
+from sweeps.space import derive_seed, suggest, trial_params
 from sweeps.vocabulary import COMPLEXITY_METRICS
 from tracking.mlflow_sink import TrackingError
 from tracking.records import EpochRecord, TrialRecord

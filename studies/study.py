@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.metadata
 import os
 import subprocess
@@ -23,7 +22,7 @@ import yaml
 from studies.slots import Slot
 from studies.stores import StoreError, Stores
 from sweeps.pruning import make_pruner
-from sweeps.space import make_sampler, trial_params
+from sweeps.space import derive_seed, make_sampler, trial_params
 from sweeps.spec import SpecError, SweepSpec, changed_field, parse_spec
 from tracking.mlflow_sink import MlflowSink, StudyRun
 from tracking.records import TrialRecord
@@ -41,11 +40,6 @@ GRACE_PERIOD_S = int(os.environ.get("FITGAP_GRACE_S", "120"))
 TrialState = optuna.trial.TrialState
 _STATES = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}
 _FINISHED = tuple(_STATES.values())
-
-
-def derive_seed(*parts) -> int:
-    """A 31-bit seed from the study seed and what must make it distinct (a trial number, a launch...)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -123,11 +117,8 @@ class StudyHandle:
             study = optuna.load_study(study_name=spec.name, storage=storage)
         budget = trials or (spec.trials if existing is None else study.user_attrs["fitgap.trials"])
         study.set_user_attr("fitgap.trials", budget)
-        launches = study.user_attrs.get("fitgap.launches", 0)
-        study.set_user_attr("fitgap.launches", launches + 1)
         study.set_user_attr("fitgap.stop", False)  # launching again overrides an earlier `fitgap stop`
-        # A resumed study must not replay the suggestions of the first launch: the sampler's seed moves on.
-        study.sampler = make_sampler(spec, derive_seed(spec.seed, "sampler", len(study.trials), launches))
+        study.sampler = make_sampler(spec, derive_seed(spec.seed, "sampler"))
         study.pruner = make_pruner(spec.pruner, spec.epochs)
         study_run = sink.study_run(spec.name, _study_tags(spec, dataset_hash), yaml.safe_dump(dumped, sort_keys=False))
         return cls(spec, stores, storage, study, study_run, sink, ResultsDB(stores.results_url), save_models)
@@ -254,15 +245,18 @@ class StudyHandle:
         models = {int(p.stem.removeprefix("trial-")): p for p in folder.glob("trial-*.keras")}
         if models:
             complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            best = {t.number for t in self.study.best_trials} if complete else set()
-            if self.save_models == "best":
-                for number in models.keys() - best:
-                    models.pop(number).unlink()
             runs = {t.number: t.user_attrs.get("fitgap.mlflow_run_id") for t in complete}
+            if self.save_models == "best":
+                # Only told trials: a model another worker has saved but not yet told Optuna is that worker's to judge.
+                # Workers sharing the folder may cut the same file, hence `missing_ok`.
+                best = {t.number for t in self.study.best_trials} if complete else set()
+                for number in models.keys() & runs.keys() - best:
+                    models.pop(number).unlink(missing_ok=True)
             for number, path in models.items():
                 run_id = runs.get(number)
                 if run_id and not self.sink.client.list_artifacts(run_id, "model"):
-                    self.sink.client.log_artifact(run_id, str(path), "model")
+                    with contextlib.suppress(FileNotFoundError):  # cut meanwhile by a worker that saw a newer best
+                        self.sink.client.log_artifact(run_id, str(path), "model")
         self.sink.finish_study(self.study_run, status)
         self.results.close()
 

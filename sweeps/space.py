@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import json
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.samplers._lazy_random_state import LazyRandomState
 
 from sweeps.spec import CategoricalDim, FloatDim, SpecError, SweepSpec
 from sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, SHAPE
@@ -16,26 +19,60 @@ from sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, SHAPE
 _SAMPLER_NEEDS = {"cmaes": "cmaes", "gp": "torch"}
 
 
+def derive_seed(*parts) -> int:
+    """A 31-bit seed from the study seed and what must make it distinct (a trial number, a repeat...)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
 def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
-    """The spec's sampler, seeded. TPE uses the constant liar so that parallel slots don't get the same suggestion."""
+    """The spec's sampler, its random draws seeded per trial (see `_SeededPerTrial`). TPE uses the constant liar so
+    that parallel slots don't get the same suggestion."""
     check_sampler(spec)
     samplers = optuna.samplers
     match spec.sampler:
         case "tpe":
-            return samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, group=True)
+            return _seeded(samplers.TPESampler)(seed=seed, constant_liar=True, multivariate=True, group=True)
         case "random":
-            return samplers.RandomSampler(seed=seed)
+            return _seeded(samplers.RandomSampler)(seed=seed)
         case "grid":
-            return _GridSampler(grid(spec), seed=seed)
+            return _seeded(_GridSampler)(grid(spec), seed=seed)
         case "cmaes":
-            return samplers.CmaEsSampler(seed=seed)
+            return _seeded(samplers.CmaEsSampler)(seed=seed)
         case "qmc":
-            return samplers.QMCSampler(seed=seed)
+            return _seeded(samplers.QMCSampler)(seed=seed)
         case "gp":
-            return samplers.GPSampler(seed=seed)
+            return _seeded(samplers.GPSampler)(seed=seed)
         case "nsgaii":
-            return samplers.NSGAIISampler(seed=seed)
+            return _seeded(samplers.NSGAIISampler)(seed=seed)
     raise AssertionError(spec.sampler)
+
+
+class _SeededPerTrial:
+    """Before each trial, every random state of the sampler (and of the samplers inside it) is reseeded from the seed
+    and the trial number. Trial numbers are unique in a study, so coordinators that start at once with one seed (two
+    workers) draw different parameters instead of each replaying the other's sequence, and a resumed study moves on."""
+
+    def __init__(self, *args, seed: int, **kwargs) -> None:
+        super().__init__(*args, seed=seed, **kwargs)
+        self._fitgap_seed = seed
+
+    def before_trial(self, study, trial) -> None:
+        for state in _random_states(self):
+            state.rng.seed(derive_seed(self._fitgap_seed, trial.number))
+        super().before_trial(study, trial)
+
+
+@functools.cache
+def _seeded(sampler: type) -> type:
+    return type(sampler.__name__, (_SeededPerTrial, sampler), {})
+
+
+def _random_states(sampler: optuna.samplers.BaseSampler):
+    for value in vars(sampler).values():
+        if isinstance(value, LazyRandomState):
+            yield value
+        elif isinstance(value, optuna.samplers.BaseSampler):
+            yield from _random_states(value)
 
 
 class _GridSampler(optuna.samplers.GridSampler):

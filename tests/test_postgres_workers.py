@@ -18,7 +18,7 @@ import pytest
 
 from tracking.results import ResultsDB
 
-from conftest import ROOT, fitgap
+from conftest import fitgap
 
 pytestmark = pytest.mark.tensorflow
 
@@ -76,7 +76,7 @@ def test_two_workers_share_one_study_and_lose_nothing(databases, tracking_server
     created = fitgap("create", str(spec), *stores, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     workers = [subprocess.Popen([sys.executable, "-m", "studies.cli", "worker", "shared", "--cpu-slots", "1",
-                                 *stores], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 *stores], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (out, err) in zip(workers, outputs):
@@ -85,6 +85,9 @@ def test_two_workers_share_one_study_and_lose_nothing(databases, tracking_server
     assert sorted(t.number for t in trials) == list(range(6))
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
     assert len({t.params["learning_rate"] for t in trials}) == 6  # no duplicate parameter sets
+    best = max(t.value for t in trials)
+    kept = {int(p.stem.removeprefix("trial-")) for p in (tmp_path / "fitgap-data/models/shared").glob("*.keras")}
+    assert kept and {trials[n].value for n in kept} == {best}, "both workers cut the shared folder to the best model"
     assert all("trial" in err for _, err in outputs), "both workers ran trials"
     rows = ResultsDB(databases["results"]).trials("shared")
     assert [r["number"] for r in rows] == list(range(6)) and {r["state"] for r in rows} == {"COMPLETE"}
