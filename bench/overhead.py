@@ -40,7 +40,7 @@ import yaml
 
 import studies.coordinator as coordinator_module
 from studies.coordinator import Coordinator
-from studies.protocol import Ready, TrialOutcome
+from studies.protocol import Epochs, Ready, TrialOutcome
 from studies.slots import plan_slots
 from studies.stores import Stores
 from studies.study import StudyHandle
@@ -67,10 +67,13 @@ class FakeExecutor:
 
     def _train(self, task) -> None:
         level = self.rng.uniform(0.5, 1.0)  # a trial's own curve, so that the pruner has something to decide
+        epochs = []
         for epoch in range(task.params["epochs"]):
             value = level * (1 - math.exp(-epoch / 20))
-            metrics = {name: float(value) for name in METRICS}
-            self.events.put((self, EpochRecord(task.number, epoch, metrics)))
+            epochs.append(EpochRecord(task.number, epoch, {name: float(value) for name in METRICS}))
+            if epoch in task.decide_at or epoch == task.params["epochs"] - 1:  # as the executor bunches them
+                self.events.put((self, Epochs(tuple(epochs))))
+                epochs = []
             if epoch in task.decide_at:
                 answer = self.decisions[task.number] = (threading.Event(), [])
                 answer[0].wait()

@@ -27,7 +27,7 @@ import optuna
 
 from studies.executor import Died, ExecutorProcess
 from studies.keras.fusion import executor_for, fuse_group_key
-from studies.protocol import Ready, TrialOutcome, TrialTask
+from studies.protocol import Epochs, Ready, TrialOutcome, TrialTask
 from studies.slots import Slot
 from studies.study import StudyHandle
 
@@ -269,11 +269,12 @@ class Coordinator:
         if isinstance(message, Ready):
             self.devices[index] = message.device
             self.idle.add(index)
-        elif isinstance(message, EpochRecord):
-            training = self.running[index][message.trial]
-            training.epochs.append(message)
-            if message.epoch in training.task.decide_at:
-                self._decide(index, training, message)
+        elif isinstance(message, Epochs):
+            for record in message.records:
+                training = self.running[index][record.trial]
+                training.epochs.append(record)
+                if record.epoch in training.task.decide_at:
+                    self._decide(index, training, record)
         elif isinstance(message, TrialOutcome):
             training = self.running[index].pop(message.number)
             self.trained[index] += 1

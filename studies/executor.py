@@ -14,11 +14,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from studies.protocol import Batch, Decision, Ready, Stop, TrialOutcome, TrialTask, receive, send
+from studies.protocol import EPOCHS_EVERY_S, Batch, Decision, Epochs, Ready, Stop, TrialOutcome, TrialTask, receive, send
 from studies.slots import Slot
 
 
@@ -132,10 +133,23 @@ def main() -> None:
     datasets: dict[str, Any] = {}
     current: dict[int, TrialTask] = {}
 
+    epochs: list = []  # records not sent yet
+    sent_at = time.monotonic()
+
+    def send_epochs() -> None:
+        nonlocal sent_at
+        if epochs:
+            send(out, Epochs(tuple(epochs)))
+            epochs.clear()
+        sent_at = time.monotonic()
+
     def on_epoch(record) -> bool:
-        send(out, record)
+        epochs.append(record)
         task = current[record.trial]
-        if record.epoch in task.decide_at:  # wait for the pruner: the same epochs decide on every run
+        decide = record.epoch in task.decide_at
+        if decide or time.monotonic() - sent_at >= EPOCHS_EVERY_S:
+            send_epochs()
+        if decide:  # wait for the pruner: the same epochs decide on every run
             with answered:
                 answered.wait_for(lambda: task.number in stops or decided.get(task.number, -1) >= record.epoch)
         return task.number in stops
@@ -154,6 +168,7 @@ def main() -> None:
         except Exception as e:  # the trainers report their own failures; this is the last resort
             outcomes = [TrialOutcome(task.number, "FAIL", reason=f"{type(e).__name__}: {e}",
                                      traceback=traceback.format_exc()) for task in batch.tasks]
+        send_epochs()
         for outcome in outcomes:
             send(out, outcome)
 

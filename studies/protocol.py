@@ -3,8 +3,8 @@
 Coordinator -> executor: `Batch` (trials to train, one for now, fused batches later), `Stop` (a trial should end after
 its current epoch), `Decision` (the answer the executor waits for at each epoch in a task's `decide_at`: go on, or
 stop because the pruner says so). End of input means shut down.
-Executor -> coordinator: `Ready` once TensorFlow is up, then for each trial a stream of `tracking.records.EpochRecord`
-and one `TrialOutcome`.
+Executor -> coordinator: `Ready` once TensorFlow is up, then for each trial its `tracking.records.EpochRecord`s in
+`Epochs` bunches and one `TrialOutcome`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,17 @@ class Decision:
 class Ready:
     pid: int
     device: str  # as the process sees it: "cpu" or "gpu:<CUDA_VISIBLE_DEVICES>"
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """Epoch records in a bunch: a message per epoch would cost the coordinator more than the rest of a small trial.
+    Sent when the pruner must decide, at least every `EPOCHS_EVERY_S`, and before the outcome."""
+
+    records: tuple  # of tracking.records.EpochRecord
+
+
+EPOCHS_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)

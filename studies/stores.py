@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from tracking.results import redact
+from tracking.sqlite import use_wal
 
 DEFAULT_WORKSPACE = "fitgap-data"
 
@@ -35,6 +36,7 @@ class Stores:
     @classmethod
     def resolve(cls, workspace=None, storage=None, tracking_uri=None, results_url=None) -> "Stores":
         """Options win over FITGAP_* variables (the CLI reads those), which win over the workspace defaults."""
+        use_wal()  # for the SQLite stores, before any engine connects
         ws = Path(workspace or os.environ.get("FITGAP_WORKSPACE") or DEFAULT_WORKSPACE).absolute()
         return cls(
             workspace=ws,
