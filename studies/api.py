@@ -59,25 +59,26 @@ def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = 
            gpus: str | None = None, slots_per_gpu: int = 1, cpu_slots: int | None = None, retries: int = 1,
            max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, fuse: int | None = None,
            allow_builder: bool = False, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
-           save_models: str = "best", **store_options) -> Summary:
+           save_models: str = "best", plots: str = "best", **store_options) -> Summary:
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
 
     gpus, slots_per_gpu, cpu_slots: see `studies.slots.plan_slots`. retries: how often a trial whose executor or
     coordinator died is retried with the same params. on_trial(record, used, budget) is called as each trial
     finishes. save_models: none, best (the best trial's model, or the Pareto set's, under
-    <workspace>/models/<study>/, also logged to its MLflow run) or all. store_options: workspace, storage,
+    <workspace>/models/<study>/, also logged to its MLflow run) or all. plots: which trials get their plots
+    (learning curves, decision boundary) in their MLflow runs: all, best (each trial that beats every trial finished
+    before it: the best trial always has them, a sweep pays for a few renders) or none. store_options: workspace, storage,
     tracking_uri, results_url (see `Stores.resolve`).
     """
     if trials is not None and trials <= 0:
         raise SpecError(f"`trials` must be > 0, but got {trials}")
-    if save_models not in SAVE_MODELS:
-        raise SpecError(f"`save_models` must be one of {', '.join(SAVE_MODELS)}, but got {save_models!r}")
+    _check_choices(save_models=save_models, plots=plots)
     spec, data = validate(spec_or_path, allow_builder)
     slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
     stores = Stores.resolve(**store_options)
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
-        handle = StudyHandle.open(spec, stores, data.content_hash, trials, save_models)
+        handle = StudyHandle.open(spec, stores, data.content_hash, trials, save_models, plots)
         fuse = batch_size_of(spec, data, fuse)
         return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, fuse, on_trial))
 
@@ -86,8 +87,9 @@ def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = Non
            slots_per_gpu: int = 1, cpu_slots: int | None = None, retries: int = 1,
            max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR, fuse: int | None = None,
            allow_builder: bool = False, on_trial: Callable[[TrialRecord, int, int], None] | None = None,
-           save_models: str = "best", **store_options) -> Summary:
+           save_models: str = "best", plots: str = "best", **store_options) -> Summary:
     """Join an existing study (from another machine): its spec comes from the storage, its data from `data_dir`."""
+    _check_choices(save_models=save_models, plots=plots)
     stores = Stores.resolve(**store_options)
     study = load_study(name, stores)
     spec = stored_spec(study, Path(data_dir))
@@ -95,7 +97,7 @@ def worker(name: str, *, data_dir: str | Path = ".", timeout: float | None = Non
     slots = plan_slots(gpus, slots_per_gpu, cpu_slots)
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
-        handle = StudyHandle.open(spec, stores, data.content_hash, save_models=save_models)
+        handle = StudyHandle.open(spec, stores, data.content_hash, save_models=save_models, plots=plots)
         fuse = batch_size_of(spec, data, fuse)
         return _run(handle, Coordinator(handle, slots, timeout, retries, max_trials_per_executor, fuse, on_trial))
 
@@ -211,7 +213,13 @@ def _as_spec(spec_or_path) -> SweepSpec:
     return load_spec(spec_or_path)
 
 
-SAVE_MODELS = ("none", "best", "all")
+CHOICES = ("none", "best", "all")  # of save_models and plots
+
+
+def _check_choices(**options: str) -> None:
+    for name, value in options.items():
+        if value not in CHOICES:
+            raise SpecError(f"`{name}` must be one of {', '.join(CHOICES)}, but got {value!r}")
 
 
 def report(name: str, out: str | Path | None = None, format: str = "md", **store_options) -> Path:
@@ -303,7 +311,7 @@ def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | Non
 
     from studies.coordinator import mean_curves
     from studies.executor import Died, ExecutorProcess
-    from studies.protocol import Ready, TrialOutcome, TrialTask
+    from studies.protocol import Epochs, Ready, TrialOutcome, TrialTask
     from sweeps.space import derive_seed
     from tracking.records import EpochRecord
 
@@ -333,17 +341,19 @@ def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | Non
     runs: list[list[EpochRecord]] = []
     outcome: TrialOutcome | None = None
     try:
-        current: list[EpochRecord] = []
+        pending, current = list(tasks), []  # one repeat at a time: their epoch records carry the same trial number
         while len(runs) < len(tasks):
             _, message = events.get()
             if isinstance(message, Ready):
-                executor.submit(*tasks)  # one after another, as a slot trains them
-            elif isinstance(message, EpochRecord):
-                current.append(message)
+                executor.submit(pending.pop(0))
+            elif isinstance(message, Epochs):
+                current += message.records
             elif isinstance(message, TrialOutcome):
                 runs.append(current)
                 current = []
                 outcome = message if outcome is None or message.state != "COMPLETE" else outcome
+                if pending:
+                    executor.submit(pending.pop(0))
             elif isinstance(message, Died):
                 outcome = TrialOutcome(number, "FAIL", reason=f"executor died (exit code {message.returncode})")
                 break

@@ -391,7 +391,7 @@ class Coordinator:
         retry = retry and trial.trial.user_attrs.get("fitgap.attempt", 0) < self.retries
         record = self.h.keep_model(record)
         self.writing[record.number] = (trial, record, retry)
-        self.writer.write(record)
+        self.writer.write(record, self.h.wants_plots(record))
 
     def _written(self, message: Written) -> None:
         trial, record, retry = self.writing.pop(message.number)

@@ -72,7 +72,7 @@ def stored_spec(study: optuna.Study, data_dir: Path) -> SweepSpec:
 
 
 class StudyHandle:
-    def __init__(self, spec, stores, storage, study, study_run, sink, results, save_models="best"):
+    def __init__(self, spec, stores, storage, study, study_run, sink, results, save_models="best", plots="best"):
         self.spec: SweepSpec = spec
         self.stores: Stores = stores
         self.storage: optuna.storages.RDBStorage = storage
@@ -81,6 +81,8 @@ class StudyHandle:
         self.sink: MlflowSink = sink
         self.results: ResultsDB = results
         self.save_models: str = save_models  # none, best or all: which trained models the workspace keeps
+        self.plots: str = plots  # none, best or all: which trials get their plots rendered (see `wants_plots`)
+        self._front: list[tuple[float, ...]] | None = None  # the best values so far, signed so that more is better
 
     @staticmethod
     def check(spec: SweepSpec, stores: Stores, dataset_hash: str) -> None:
@@ -99,7 +101,7 @@ class StudyHandle:
 
     @classmethod
     def open(cls, spec: SweepSpec, stores: Stores, dataset_hash: str, trials: int | None = None,
-             save_models: str = "best") -> "StudyHandle":
+             save_models: str = "best", plots: str = "best") -> "StudyHandle":
         """Create or resume the study (after `check`); `trials` replaces the stored budget."""
         dumped = spec.model_dump(mode="json", exclude={"trials"})
         cls.check(spec, stores, dataset_hash)
@@ -121,7 +123,8 @@ class StudyHandle:
         study.sampler = make_sampler(spec, derive_seed(spec.seed, "sampler"))
         study.pruner = make_pruner(spec.pruner, spec.epochs)
         study_run = sink.study_run(spec.name, _study_tags(spec, dataset_hash), yaml.safe_dump(dumped, sort_keys=False))
-        return cls(spec, stores, storage, study, study_run, sink, ResultsDB(stores.results_url), save_models)
+        return cls(spec, stores, storage, study, study_run, sink, ResultsDB(stores.results_url), save_models,
+                   plots)
 
     @property
     def budget(self) -> int:
@@ -212,6 +215,24 @@ class StudyHandle:
         trial.set_user_attr("fitgap.mlflow_run_id", run_id)  # so a resumed launch can close it if orphaned
         trial.set_user_attr("fitgap.seed", seed)
         return run_id
+
+    def wants_plots(self, record: TrialRecord) -> bool:
+        """Whether the trial's plots are rendered: every trial's with `plots` all (~0.25 s of CPU each, as much as
+        the rest of its tracking: too much for a saturated machine), none, or with `plots` best a new best's: a trial
+        that no trial finished before it matches or beats (dominates, for several objectives). The best trial (every
+        Pareto-optimal one) thus has its plots, and a sweep renders a handful."""
+        if self.plots != "best" or record.values is None:
+            return self.plots == "all" and bool(record.epochs)
+        signs = [1 if direction == "maximize" else -1 for direction in self.spec.directions]
+        if self._front is None:
+            told = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._front = [tuple(s * v for s, v in zip(signs, t.values)) for t in self.study.best_trials] if told \
+                else []
+        new = tuple(s * v for s, v in zip(signs, record.values))
+        if any(all(o >= n for o, n in zip(old, new)) for old in self._front):
+            return False
+        self._front = [old for old in self._front if not all(n >= o for n, o in zip(new, old))] + [new]
+        return True
 
     def keep_model(self, record: TrialRecord) -> TrialRecord:
         """The record without the model the executor sent (`model.keras`): that goes to

@@ -125,6 +125,22 @@ def test_resume_runs_to_the_new_budget_without_replaying_suggestions(launched):
     assert top[0]["values"][0] == max(t.value for t in trials)
 
 
+def test_by_default_only_a_new_best_trial_gets_its_plots(launched):
+    """`--plots best`: a trial is plotted when no trial finished before it (in this launch or the first) matched its
+    value; the others' runs say why they have no plots."""
+    client = MlflowClient(tracking_uri=launched["stores"].tracking_uri)
+    rows = sorted(ResultsDB(launched["stores"].results_url).trials("e2e"), key=lambda r: r["finished_at"])
+    best_before = -1.0
+    for row in rows:
+        run_id = row["mlflow_run_id"]
+        files = {a.path for a in client.list_artifacts(run_id)}
+        new_best = row["value"] > best_before
+        best_before = max(best_before, row["value"])
+        assert client.get_run(run_id).data.tags["fitgap.plots"] == \
+            ("rendered in the background" if new_best else "not rendered (--plots)"), row["number"]
+        assert ("learning_curves.png" in files) == new_best, (row["number"], files)
+
+
 def test_resuming_with_a_changed_spec_exits_2_naming_the_field(launched):
     changed = launched["root"] / "changed.yaml"
     changed.write_text(launched["spec"].read_text().replace("epochs: 4", "epochs: 5"))

@@ -20,6 +20,7 @@ from PIL import Image
 
 from studies.api import Rerun, create, launch, report, rerun
 from studies.stores import Stores
+from sweeps.spec import parse_spec
 from tracking.records import EpochRecord, TrialRecord
 from tracking.report import build_report, to_markdown, write_report
 from tracking.results import ResultsDB
@@ -204,7 +205,7 @@ def small(template_workspace, tmp_path_factory):
     spec.write_text(SMALL_SPEC)
     with pytest.MonkeyPatch.context() as monkeypatch:
         saving_every_model(monkeypatch)
-        summary = launch(spec, workspace=workspace, cpu_slots=1, save_models="best")
+        summary = launch(spec, workspace=workspace, cpu_slots=1, save_models="best", plots="all")
     stores = Stores.resolve(workspace=workspace)
     return {"root": root, "workspace": workspace, "stores": stores, "summary": summary,
             "client": MlflowClient(tracking_uri=stores.tracking_uri)}
@@ -294,6 +295,16 @@ def test_rerun_from_the_results_database_reproduces_the_stored_curves(small):
 
 
 @pytest.mark.tensorflow
+def test_rerun_of_a_trial_with_repeats_retrains_each_repeat_and_matches_their_mean(workspace, tmp_path):
+    spec = parse_spec({"name": "twice", "dataset": {"name": "dot"}, "model": {"hidden": [3]}, "epochs": 5,
+                       "trials": 1, "repeats": 2, "executor": "keras", "objective": [{"metric": "val_bce"}]})
+    launch(spec, workspace=workspace, cpu_slots=1, save_models="none", plots="none")
+    result = rerun("twice", 0, workspace=workspace)
+    assert len(result.seeds) == 2 and len(result.again) == len(result.stored) == 5
+    assert result.matches, result.comparison()
+
+
+@pytest.mark.tensorflow
 def test_the_html_report_renders_in_headless_chromium_with_all_its_images(small, tmp_path):
     if CHROMIUM is None:
         pytest.fail("chromium is not installed: install it with `sudo apt-get install -y chromium` (Debian's package)")
@@ -349,3 +360,7 @@ def test_a_multi_objective_study_reports_its_pareto_front_and_keeps_its_models(w
     table = text.split("## Pareto front")[1].split("##")[0]
     assert sorted(int(n) for n in re.findall(r"^\| (\d+) \| ", table, re.M)) == front
     assert sorted(p.name for p in (workspace / "models" / "multi").iterdir()) == [f"trial-{n}.keras" for n in front]
+    stores = Stores.resolve(workspace=workspace)  # and with `--plots best`, each Pareto-optimal trial has its plots
+    runs = {r["number"]: r["mlflow_run_id"] for r in ResultsDB(stores.results_url).trials("multi")}
+    client = MlflowClient(tracking_uri=stores.tracking_uri)
+    assert all("learning_curves.png" in {a.path for a in client.list_artifacts(runs[n])} for n in front)

@@ -97,8 +97,9 @@ class MlflowSink:
         self._artifact_uris[info.run_id] = info.artifact_uri
         return info.run_id
 
-    def finish_trial(self, record: TrialRecord) -> None:
-        """Params, complexity, every epoch's metrics, tags and artifacts, then the final status."""
+    def finish_trial(self, record: TrialRecord, plot: bool = True) -> None:
+        """Params, complexity, every epoch's metrics, tags and artifacts, then the final status; the plots, rendered
+        in the background, if `plot` (see `studies.study.StudyHandle.wants_plots`)."""
         run_id = record.mlflow_run_id
         now = int(time.time() * 1000)
         params = [Param(k, _text(v)) for k, v in record.params.items()]
@@ -115,9 +116,10 @@ class MlflowSink:
             tags["fitgap.reason"] = record.reason[:5000]
         diagnosis = diagnose(record.epochs, record.best_epoch)
         tags |= diagnosis.tags()
-        plot = bool(record.epochs) and (self._plotter is None or self._plotter.has_room())
+        render = plot and bool(record.epochs) and (self._plotter is None or self._plotter.has_room())
         if record.epochs:  # why a run has no learning_curves.png (`fitgap report` still plots the trials it shows)
-            tags["fitgap.plots"] = "rendered in the background" if plot else "skipped: trials ended faster than plots"
+            tags["fitgap.plots"] = "rendered in the background" if render else \
+                "skipped: trials ended faster than plots" if plot else "not rendered (--plots)"
         for i in range(0, len(params), _MAX_PARAMS):
             self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS])
         for i in range(0, len(metrics), _MAX_METRICS):
@@ -126,7 +128,7 @@ class MlflowSink:
         self.log_files(run_id, record.artifacts)
         self.client.set_terminated(run_id, _STATUS[record.state], end_time=int(record.finished_at * 1000))
         artifact_uri = self._artifact_uris.pop(run_id, None)
-        if plot:
+        if render:
             if self._plotter is None:
                 self._plotter = _Plotter(self.client.tracking_uri)
             artifact_uri = artifact_uri or self.client.get_run(run_id).info.artifact_uri

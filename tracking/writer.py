@@ -7,7 +7,7 @@ work on a second core instead of adding to it. The coordinator tells Optuna only
 written, so a trial COMPLETE in Optuna always has its MLflow run and results row, whichever process dies.
 
 The wire: pickled objects. On stdin, the stores (tracking URI, artifact root, results URL: on the pipe, not the
-command line, since a URL may hold a password), then `TrialRecord`s; on stdout, for each record, ``(number, None)``
+command line, since a URL may hold a password), then (`TrialRecord`, whether to plot it) pairs; on stdout, for each record, ``(number, None)``
 once written or ``(number, error)``. End of input: the pending plots are rendered, then the process exits.
 """
 
@@ -56,8 +56,8 @@ class TrackingWriter:
         threading.Thread(target=self._read, daemon=True, name="fitgap-tracking-read").start()
         self._pending.put(pickle.dumps((tracking_uri, artifact_root, results_url)))
 
-    def write(self, record: TrialRecord) -> None:
-        self._pending.put(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    def write(self, record: TrialRecord, plot: bool) -> None:
+        self._pending.put(pickle.dumps((record, plot), protocol=pickle.HIGHEST_PROTOCOL))
 
     def _read(self) -> None:
         while True:
@@ -94,11 +94,11 @@ def main() -> None:
     sink, results = MlflowSink(tracking_uri, artifact_root), ResultsDB(results_url)
     while True:
         try:
-            record: TrialRecord = pickle.load(stdin)
+            record, plot = pickle.load(stdin)
         except EOFError:
             break
         try:
-            sink.finish_trial(record)
+            sink.finish_trial(record, plot)
             results.write_trial(record)
             answer = (record.number, None)
         except Exception as e:
