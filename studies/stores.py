@@ -15,7 +15,6 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from tracking.results import redact
-from tracking.sqlite import use_wal
 
 DEFAULT_WORKSPACE = "fitgap-data"
 
@@ -36,7 +35,6 @@ class Stores:
     @classmethod
     def resolve(cls, workspace=None, storage=None, tracking_uri=None, results_url=None) -> "Stores":
         """Options win over FITGAP_* variables (the CLI reads those), which win over the workspace defaults."""
-        use_wal()  # for the SQLite stores, before any engine connects
         ws = Path(workspace or os.environ.get("FITGAP_WORKSPACE") or DEFAULT_WORKSPACE).absolute()
         return cls(
             workspace=ws,

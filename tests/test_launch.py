@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -101,12 +99,6 @@ def test_results_database_has_one_row_per_trial_with_its_epochs(launched):
         assert row["best_val_accuracy"] == max(e["val_accuracy"] for e in epochs) == trial.value
         assert all(e["reg_loss"] > 0 for e in epochs)  # measured apart from the data loss
         assert results.params("e2e", row["number"])["regularization_weight"] == 0.001
-
-
-def test_the_sqlite_stores_commit_through_a_write_ahead_log(launched):
-    for name in ("optuna.db", "mlflow.db", "results.db"):
-        with contextlib.closing(sqlite3.connect(launched["workspace"] / name)) as connection:
-            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal", name
 
 
 def test_resume_runs_to_the_new_budget_without_replaying_suggestions(launched):

@@ -83,14 +83,12 @@ class TrackingWriter:
 
 def main() -> None:
     from tracking.results import ResultsDB
-    from tracking.sqlite import use_wal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's: it records the interrupted trials
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run" line per trial
     stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # the real stdout is the answers'; anything a library prints goes to stderr
     tracking_uri, artifact_root, results_url = pickle.load(stdin)
-    use_wal()
     sink, results = MlflowSink(tracking_uri, artifact_root), ResultsDB(results_url)
     while True:
         try:
