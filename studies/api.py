@@ -66,9 +66,9 @@ def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = 
     coordinator died is retried with the same params. on_trial(record, used, budget) is called as each trial
     finishes. save_models: none, best (the best trial's model, or the Pareto set's, under
     <workspace>/models/<study>/, also logged to its MLflow run) or all. plots: which trials get their plots
-    (learning curves, decision boundary) in their MLflow runs: all, best (each trial that beats every trial finished
-    before it: the best trial always has them, a sweep pays for a few renders) or none. store_options: workspace, storage,
-    tracking_uri, results_url (see `Stores.resolve`).
+    (learning curves, decision boundary) in their MLflow runs: none, best (each new best: see
+    `StudyHandle.wants_plots`) or all. store_options: workspace, storage, tracking_uri, results_url (see
+    `Stores.resolve`).
     """
     if trials is not None and trials <= 0:
         raise SpecError(f"`trials` must be > 0, but got {trials}")

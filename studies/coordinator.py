@@ -30,7 +30,6 @@ from studies.keras.fusion import executor_for, fuse_group_key
 from studies.protocol import Epochs, Ready, TrialOutcome, TrialTask
 from studies.slots import Slot
 from studies.study import StudyHandle
-
 from sweeps.pruning import report_epochs
 from sweeps.space import derive_seed, suggest, trial_params
 from sweeps.vocabulary import COMPLEXITY_METRICS

@@ -19,7 +19,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from studies.protocol import EPOCHS_EVERY_S, Batch, Decision, Epochs, Ready, Stop, TrialOutcome, TrialTask, receive, send
+from studies.protocol import (EPOCHS_EVERY_S, Batch, Decision, Epochs, Ready, Stop, TrialOutcome, TrialTask, receive,
+                              send)
 from studies.slots import Slot
 
 

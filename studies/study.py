@@ -271,7 +271,7 @@ class StudyHandle:
                 # Only told trials: a model another worker has saved but not yet told Optuna is that worker's to judge.
                 # Workers sharing the folder may cut the same file, hence `missing_ok`.
                 best = {t.number for t in self.study.best_trials} if complete else set()
-                for number in models.keys() & runs.keys() - best:
+                for number in (models.keys() & runs.keys()) - best:
                     models.pop(number).unlink(missing_ok=True)
             for number, path in models.items():
                 run_id = runs.get(number)

@@ -48,18 +48,40 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
 
 
 class _SeededPerTrial:
-    """Before each trial, every random state of the sampler (and of the samplers inside it) is reseeded from the seed
-    and the trial number. Trial numbers are unique in a study, so coordinators that start at once with one seed (two
-    workers) draw different parameters instead of each replaying the other's sequence, and a resumed study moves on."""
+    """Each trial draws from random states of its own, seeded from the sampler's seed and the trial number, whatever
+    the order of asks and suggestions (a fused batch asks K trials, then suggests their params). Trial numbers are
+    unique in a study, so coordinators that start at once with one seed (two workers) draw different parameters
+    instead of each replaying the other's sequence, and a resumed study moves on."""
 
     def __init__(self, *args, seed: int, **kwargs) -> None:
         super().__init__(*args, seed=seed, **kwargs)
         self._fitgap_seed = seed
+        self._trial_states: dict[int, list[np.random.RandomState]] = {}  # of the trials not yet told
+
+    def _draw_for(self, number: int) -> None:
+        """Point every random state of the sampler (and of the samplers inside it) at trial `number`'s own."""
+        lazy = list(_random_states(self))
+        if number not in self._trial_states:
+            self._trial_states[number] = [np.random.RandomState(derive_seed(self._fitgap_seed, number, i))
+                                          for i in range(len(lazy))]
+        for state, own in zip(lazy, self._trial_states[number]):
+            state._rng = own
 
     def before_trial(self, study, trial) -> None:
-        for state in _random_states(self):
-            state.rng.seed(derive_seed(self._fitgap_seed, trial.number))
+        self._draw_for(trial.number)
         super().before_trial(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        self._draw_for(trial.number)
+        return super().sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        self._draw_for(trial.number)
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._trial_states.pop(trial.number, None)
+        super().after_trial(study, trial, state, values)
 
 
 @functools.cache

@@ -159,24 +159,24 @@ def test_grid_enumerates_only_the_fitting_choices_and_runs_to_its_end_under_ask_
 @pytest.mark.parametrize("sampler", ["random", "tpe", "qmc", "nsgaii"])
 def test_two_coordinators_with_one_seed_draw_distinct_params_that_follow_the_trial_number(sampler):
     """Two workers that start together build the same seeded sampler: their draws must still differ, and a trial's
-    draw must depend on its number (and the history), not on which coordinator asked it."""
+    draw must depend on its number (and the history), not on which coordinator asked it or how asks were batched."""
     spec = spec_with(sampler=sampler, search={"learning_rate": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
                                               "width": {"type": "int", "low": 1, "high": 512}})
 
-    def draws(asker_of):
+    def draws(asker_of, batch=1):
         storage = optuna.storages.InMemoryStorage()
         optuna.create_study(storage=storage, study_name="s")
         studies = [optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(spec, seed=7))
                    for _ in range(2)]
         drawn = {}
-        for n in range(8):
-            trial = studies[asker_of(n)].ask()
-            drawn[trial.number] = tuple(sorted(suggest(trial, spec).items()))
+        for first in range(0, 8, batch):  # a fused batch asks all its trials, then suggests their params
+            asked = [studies[asker_of(n)].ask() for n in range(first, first + batch)]
+            drawn |= {trial.number: tuple(sorted(suggest(trial, spec).items())) for trial in asked}
         return drawn
 
-    alternating, one_coordinator = draws(lambda n: n % 2), draws(lambda n: 0)
+    alternating, one_coordinator, batched = draws(lambda n: n % 2), draws(lambda n: 0), draws(lambda n: 0, batch=4)
     assert len(set(alternating.values())) == 8
-    assert alternating == one_coordinator
+    assert alternating == one_coordinator == batched
 
 
 @pytest.mark.parametrize(

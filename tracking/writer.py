@@ -7,8 +7,9 @@ work on a second core instead of adding to it. The coordinator tells Optuna only
 written, so a trial COMPLETE in Optuna always has its MLflow run and results row, whichever process dies.
 
 The wire: pickled objects. On stdin, the stores (tracking URI, artifact root, results URL: on the pipe, not the
-command line, since a URL may hold a password), then (`TrialRecord`, whether to plot it) pairs; on stdout, for each record, ``(number, None)``
-once written or ``(number, error)``. End of input: the pending plots are rendered, then the process exits.
+command line, since a URL may hold a password), then (`TrialRecord`, whether to plot it) pairs; on stdout, for each
+record, ``(number, None)`` once written or ``(number, error)``. End of input: the pending plots are rendered, then
+the process exits.
 """
 
 from __future__ import annotations
