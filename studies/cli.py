@@ -56,7 +56,7 @@ def _run_options(command):
                           "Pareto set's), or all; kept ones are also logged to their MLflow runs."),
         click.option("--plots", type=click.Choice(["none", "best", "all"]), default="best", show_default=True,
                      help="Trials whose learning curves and decision boundary are rendered into their MLflow runs: "
-                          "none, each new best (each trial that beats all finished before it), or all (~0.25 s of "
+                          "none, each new best (each trial that beats all finished before it), or all (~0.2 s of "
                           "CPU per trial)."),
         click.option("--fuse", type=click.IntRange(min=1), metavar="K",
                      help="Trials trained together per batch by the fused executor [default: chosen automatically]."),

@@ -217,8 +217,8 @@ class StudyHandle:
         return run_id
 
     def wants_plots(self, record: TrialRecord) -> bool:
-        """Whether the trial's plots are rendered: every trial's with `plots` all (~0.25 s of CPU each, as much as
-        the rest of its tracking: too much for a saturated machine), none, or with `plots` best a new best's: a trial
+        """Whether the trial's plots are rendered: every trial's with `plots` all (~0.2 s of CPU each, more than the
+        rest of its tracking: too much for a saturated machine), none, or with `plots` best a new best's: a trial
         that no trial finished before it matches or beats (dominates, for several objectives). The best trial (every
         Pareto-optimal one) thus has its plots, and a sweep renders a handful."""
         if self.plots != "best" or record.values is None:

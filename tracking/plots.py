@@ -233,7 +233,7 @@ def main() -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     if hasattr(os, "nice"):
-        os.nice(19)  # the coordinator, the tracking process and the executors come first; plots take what is left
+        os.nice(19)  # the coordinator, the tracking process and the executors come first
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's; this process ends with its input
     done = os.fdopen(os.dup(1), "wb")  # the real stdout says "done"; anything a library prints goes to stderr
     os.dup2(2, 1)
