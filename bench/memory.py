@@ -14,11 +14,11 @@ import queue
 import tempfile
 from pathlib import Path
 
-from studies.executor import ExecutorProcess
-from studies.protocol import Ready, TrialOutcome, TrialTask
-from studies.slots import plan_slots
-from sweeps.space import trial_params
-from sweeps.spec import parse_spec
+from fitgap.studies.executors import ExecutorProcess
+from fitgap.studies.messages import Ready, TrialOutcome, TrialTask
+from fitgap.studies.slots import plan_slots
+from fitgap.sweeps.space import trial_params
+from fitgap.sweeps.spec import parse_spec
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -43,13 +43,13 @@ def main() -> None:
         while done < args.trials:
             _, message = events.get(timeout=600)
             if isinstance(message, Ready):
-                print(f"after start-up (TensorFlow imported): {peak_rss_mib(executor.process.pid):.0f} MiB")
+                print(f"after start-up (TensorFlow imported): {peak_rss_mib(executor.pid):.0f} MiB")
                 for number in range(args.trials):
                     executor.submit(TrialTask("bench-memory", number, params, number, spec.dataset.model_dump()))
             elif isinstance(message, TrialOutcome):
                 done += 1
                 if done in checkpoints:
-                    checkpoints[done] = peak_rss_mib(executor.process.pid)
+                    checkpoints[done] = peak_rss_mib(executor.pid)
                     print(f"after {done:>4} trials: peak RSS {checkpoints[done]:.0f} MiB")
         executor.close()
     growth = checkpoints[args.trials] - checkpoints[20]

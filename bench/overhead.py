@@ -14,8 +14,7 @@ budget, stop and stale-trial checks around each ask and tell). MLflow's and the 
 finished trial are the tracking process's (`tracking/writer.py`), beside the coordinator: they show in the intervals
 when they are the slower of the two.
 
-The fake executor replaces `studies.coordinator.ExecutorProcess` (the one seam: a class with `submit`, `stop`,
-`decide`, `close`, that posts `Ready`, records and outcomes to the coordinator's event queue).
+The fake executor is the tests' (`tests/fakes.py`), given to the coordinator as its `start_executor`.
 
 The TPE sampler's own cost is printed apart: `ask` plus the dot spec's suggestions, in memory, on a study holding
 that many finished trials.
@@ -28,8 +27,8 @@ import contextlib
 import functools
 import math
 import statistics
+import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -38,61 +37,18 @@ import numpy as np
 import optuna
 import yaml
 
-import studies.coordinator as coordinator_module
-from studies.coordinator import Coordinator
-from studies.protocol import Epochs, Ready, TrialOutcome
-from studies.slots import plan_slots
-from studies.stores import Stores
-from studies.study import StudyHandle
-from sweeps.space import make_sampler, suggest
-from sweeps.spec import parse_spec
-from tracking.records import EpochRecord
+from fitgap.studies.coordinator import Coordinator
+from fitgap.studies.options import RunOptions
+from fitgap.studies.slots import plan_slots
+from fitgap.studies.stores import Stores
+from fitgap.studies.study import StudyHandle
+from fitgap.sweeps.space import make_sampler, suggest
+from fitgap.sweeps.spec import parse_spec
 
-SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "specs" / "dot.yaml"
-METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "reg_loss", "lr")  # 6 per epoch
-
-
-class FakeExecutor:
-    """An in-process stand-in for `ExecutorProcess`: trains nothing, speaks the protocol."""
-
-    def __init__(self, slot, events, log_path):
-        self.slot, self.events = slot, events
-        self.decisions: dict[int, tuple[threading.Event, list]] = {}
-        self.rng = np.random.default_rng(slot.index)
-        events.put((self, Ready(0, "cpu")))
-
-    def submit(self, *tasks) -> None:
-        for task in tasks:
-            threading.Thread(target=self._train, args=(task,), daemon=True).start()
-
-    def _train(self, task) -> None:
-        level = self.rng.uniform(0.5, 1.0)  # a trial's own curve, so that the pruner has something to decide
-        epochs = []
-        for epoch in range(task.params["epochs"]):
-            value = level * (1 - math.exp(-epoch / 20))
-            epochs.append(EpochRecord(task.number, epoch, {name: float(value) for name in METRICS}))
-            if epoch in task.decide_at or epoch == task.params["epochs"] - 1:  # as the executor bunches them
-                self.events.put((self, Epochs(tuple(epochs))))
-                epochs = []
-            if epoch in task.decide_at:
-                answer = self.decisions[task.number] = (threading.Event(), [])
-                answer[0].wait()
-                if answer[1][0]:
-                    self.events.put((self, TrialOutcome(task.number, "PRUNED", reason="stopped")))
-                    return
-        complexity = {"params_total": 45, "params_trainable": 45, "params_non_trainable": 0, "macs": 33}
-        self.events.put((self, TrialOutcome(task.number, "COMPLETE", complexity)))
-
-    def decide(self, number: int, epoch: int, stop: bool) -> None:
-        event, answer = self.decisions[number]
-        answer.append(stop)
-        event.set()
-
-    def stop(self, number: int, reason: str) -> None:
-        pass
-
-    def close(self, kill: bool = False) -> None:
-        pass
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "sweeps" / "specs" / "dot.yaml"
+sys.path.insert(0, str(ROOT / "tests"))
+from fakes import METRICS, Script  # noqa: E402  (the tests' fake executor)
 
 
 class Timings:
@@ -143,15 +99,12 @@ def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -
 
     with tempfile.TemporaryDirectory(prefix="fitgap-overhead-") as folder:
         stores = Stores.resolve(workspace=Path(folder) / "ws")
-        from studies.keras.datasets import load_dataset
+        from fitgap.data.datasets import load_dataset
 
         data = load_dataset(spec.dataset.model_dump())
-        original = coordinator_module.ExecutorProcess
-        coordinator_module.ExecutorProcess = FakeExecutor
         try:
             with stores.coordinator_lock():
-                handle = StudyHandle.open(spec, stores, data.content_hash)
-                handle.save_models = "none"
+                handle = StudyHandle.open(spec, stores, data.content_hash, save_models="none", plots="none")
                 timings.wrap(handle.study, "ask", "ask")
                 for name in ("remaining", "used_budget", "fail_stale_trials", "stop_requested", "heartbeat"):
                     timings.wrap(handle, name, "budget")  # the checks around each ask and tell
@@ -160,11 +113,11 @@ def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -
                 timings.wrap(optuna.Trial, "report", "reports")
                 timings.wrap(optuna.Trial, "should_prune", "reports")
                 try:
-                    Coordinator(handle, plan_slots("none", cpu_slots=1), fuse=fuse, on_trial=on_trial).run()
+                    Coordinator(handle, plan_slots("none", cpu_slots=1), RunOptions(), fuse or 1, on_trial,
+                                start_executor=Script()).run()
                 finally:
                     handle.close()
         finally:
-            coordinator_module.ExecutorProcess = original
             for name in ("report", "should_prune"):
                 with contextlib.suppress(AttributeError):
                     setattr(optuna.Trial, name, getattr(optuna.Trial, name).__wrapped__)

@@ -37,7 +37,7 @@ METRICS = ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "ga
 def synthetic_trial(number: int, epochs: int, rng: random.Random):
     """A plausible trial: the loss falls, the validation loss turns up when overfitting sets in (later with more
     regularization), so gaps and best epochs spread the way a real sweep's do."""
-    from tracking.records import EpochRecord, TrialRecord
+    from fitgap.tracking.records import EpochRecord, TrialRecord
 
     regularizer = rng.choice(["none", "l1", "l2"])
     weight = 0.0 if regularizer == "none" else 10 ** rng.uniform(-5, -1)
@@ -75,7 +75,7 @@ def build(folder: Path, trials: int, epochs: int, mlflow_runs: int) -> tuple[str
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
-    from tracking.results import ResultsDB
+    from fitgap.tracking.results import ResultsDB
 
     results_url, tracking_uri = f"sqlite:///{folder / 'results.db'}", f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -146,7 +146,7 @@ def main() -> None:
 def reopen(folder: Path) -> tuple[str, str, str, int, int]:
     from mlflow import MlflowClient
 
-    from tracking.query import run_sql
+    from fitgap.tracking.query import run_sql
 
     results_url, tracking_uri = f"sqlite:///{folder / 'results.db'}", f"sqlite:///{folder / 'mlflow.db'}"
     experiment_id = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(STUDY).experiment_id
@@ -159,7 +159,7 @@ def measure(results_url: str, tracking_uri: str, experiment_id: str, repeat: int
             mlflow_runs: int) -> None:
     import mlflow
 
-    from tracking.query import run_sql, trials_frame
+    from fitgap.tracking.query import run_sql, trials_frame
 
     mlflow.set_tracking_uri(tracking_uri)  # search_runs has no client form that returns a DataFrame
 
@@ -169,7 +169,7 @@ def measure(results_url: str, tracking_uri: str, experiment_id: str, repeat: int
     def theirs(**kwargs):
         return lambda: mlflow.search_runs(experiment_ids=[experiment_id], **kwargs)
 
-    command = [sys.executable, "-m", "studies.cli", "query", STUDY, "--results-url", results_url,
+    command = [sys.executable, "-m", "fitgap.studies.cli", "query", STUDY, "--results-url", results_url,
                "--where", FILTER, "--order-by", "best_val_loss", "--limit", "10"]
     cases = [
         ("filtered top-10", ours(where=FILTER, order_by="best_val_loss", limit=10),

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from studies import launch
-from sweeps.spec import load_spec
+from fitgap import launch
+from fitgap.sweeps.spec import load_spec
 
 SPECS = Path(__file__).resolve().parent.parent / "sweeps" / "specs"
 DEFAULT_SPECS = [SPECS / "dot.yaml", SPECS / "course" / "digits-mlp.yaml"]

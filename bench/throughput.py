@@ -38,9 +38,9 @@ from pathlib import Path
 import optuna
 import yaml
 
-from studies import launch
-from sweeps.space import derive_seed, make_sampler, suggest, trial_params
-from sweeps.spec import parse_spec
+from fitgap import launch
+from fitgap.sweeps.space import derive_seed, make_sampler, suggest, trial_params
+from fitgap.sweeps.spec import parse_spec
 
 SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "specs" / "dot.yaml"
 EXECUTORS = ("keras", "compiled", "fused")
@@ -68,7 +68,7 @@ def baseline(sets: list[dict], epochs: int, folder: Path) -> dict:
     import keras
     from optuna_integration.mlflow import MLflowCallback
 
-    from studies.keras.datasets import load_dataset
+    from fitgap.data.datasets import load_dataset
 
     data = load_dataset({"name": "dot", "validation_fraction": 0.2})
     steps = math.ceil(len(data.x_train) / 32)
@@ -148,9 +148,9 @@ def _states(records) -> str:
 
 def training_only(executor: str, sets: list[dict], epochs: int, fuse: int | None) -> float:
     """Seconds per trial of the trainer alone, in this process, on the same trials (same seeds) as the launch."""
-    from studies.keras.datasets import load_dataset
-    from studies.keras.fusion import choose_k
-    from studies.protocol import TrialTask
+    from fitgap.data.datasets import load_dataset
+    from fitgap.studies.choice import choose_k
+    from fitgap.studies.messages import TrialTask
 
     spec = reference_spec(epochs)
     data = load_dataset(spec.dataset.model_dump())
@@ -162,14 +162,14 @@ def training_only(executor: str, sets: list[dict], epochs: int, fuse: int | None
     gc.freeze()
     started = time.perf_counter()
     if executor == "fused":
-        from studies.keras.fused import train_fused
+        from fitgap.training.fused import train_fused
 
         k = choose_k(tasks[0].params, data, fuse)
         for first in range(0, len(tasks), k):
             train_fused(tasks[first:first + k], data, lambda record: False)
     else:
-        from studies.keras.compiled import train_compiled
-        from studies.keras.train import train
+        from fitgap.training.compiled import train_compiled
+        from fitgap.training.reference import train
 
         trainer = train_compiled if executor == "compiled" else train
         for task in tasks:
@@ -190,8 +190,8 @@ def main() -> None:
               "fused": args.trials}
     sets = parameter_sets(max(counts.values()), args.epochs)
     if args.fuse is None:  # what `executor: auto` would choose for this sweep
-        from studies.keras.datasets import load_dataset
-        from studies.keras.fusion import choose_k
+        from fitgap.data.datasets import load_dataset
+        from fitgap.studies.choice import choose_k
 
         spec = reference_spec(args.epochs)
         args.fuse = choose_k(trial_params(spec, sets[0]), load_dataset(spec.dataset.model_dump()))

@@ -1,15 +1,3 @@
-"""Orchestration: the only package that imports sweeps and tracking.
-
-`from studies import launch` is the Python entry point. The API is loaded lazily so that executor processes, which
-import `studies.executor`, do not pay for Optuna and MLflow.
+"""Coordinator side: orchestration — the API and the CLI, the coordinator, the executor choice and batching, slots,
+stores and the study's bookkeeping. Never imports the TensorFlow side (`fitgap.training`): executors are processes.
 """
-
-__all__ = ["Interrupted", "Summary", "best", "launch", "status", "studies", "validate"]
-
-
-def __getattr__(name):
-    if name in __all__:
-        from studies import api
-
-        return getattr(api, name)
-    raise AttributeError(name)

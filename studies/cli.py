@@ -1,11 +1,13 @@
-"""The `fitgap` command: each command parses, calls one library function, prints.
+"""Coordinator side: the `fitgap` command. Each command parses, calls one library function (`api`), prints.
 
-Library errors become one line on stderr and exit code 2. `--help`, `studies`, `status`, `best` and `validate` never
-import TensorFlow (only executor processes do).
+fitgap's own errors (`fitgap.errors`) become one line on stderr and their exit code: 2 for a usage error (the input
+is wrong; nothing was written), 1 for a run that stopped (what was written is consistent). No command imports
+TensorFlow (only executor processes do).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -17,7 +19,9 @@ import urllib.request
 
 import click
 
-EXIT_USAGE = 2
+from fitgap.errors import FitgapError, UsageError
+
+EXIT_USAGE = UsageError.exit_code
 EXIT_INTERRUPTED = 130
 
 
@@ -66,22 +70,16 @@ def _run_options(command):
     return command
 
 
-def _errors_exit_2(command):
-    """User errors -> one line and exit 2 (nothing was written: the library checks before it writes).
-
-    A user error is any exception whose class sets `exit_code = 2` (SpecError, StoreError, ...): matching on that
-    keeps each command from importing every package just to name their errors.
-    """
+def _errors_in_one_line(command):
+    """fitgap's errors -> one line and their exit code (`fitgap.errors`); anything else is a bug: its traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except Exception as e:
-            if getattr(e, "exit_code", None) != EXIT_USAGE:
-                raise
+        except FitgapError as e:
             click.echo(f"fitgap: error: {e}", err=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(e.exit_code)
 
     return wrapper
 
@@ -90,7 +88,36 @@ def _stores(kwargs) -> dict:
     return {k: kwargs.pop(k) for k in ("workspace", "storage", "tracking_uri", "results_url")}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsage(click.UsageError):
+    def show(self, file=None) -> None:
+        click.echo(f"fitgap: error: {self.format_message()}", err=True)
+
+
+class _Fitgap(click.Group):
+    """Click's own usage errors (an unknown option, a bad option value, a missing argument) are fitgap's one line
+    too, exit 2, instead of the usage, a hint and the error; help, asked for or shown for no arguments, is unchanged.
+    Click parses the group's arguments in `make_context` and a command's in the group's `invoke`."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_in_one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_in_one_line():
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as e:
+        raise _OneLineUsage(e.format_message(), e.ctx) from None
+
+
+@click.group(cls=_Fitgap, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fitgap")
 def main():
     """fitgap: hyperparameter sweeps for TensorFlow that show how regularization trades overfitting against
@@ -103,10 +130,10 @@ def main():
 @click.option("--allow-builder", is_flag=True, help="Let the spec's `model.builder` import and run your module.")
 @_run_options
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def launch(spec, trials, **kwargs):
     """Create or resume the study of SPEC (a YAML sweep spec) and run it to its trial budget."""
-    from studies.api import launch as run
+    from fitgap.studies.api import launch as run
 
     stores = _stores(kwargs)
     _run_coordinator(lambda progress: run(spec, trials=trials, on_trial=progress, **kwargs, **stores), stores)
@@ -119,10 +146,10 @@ def launch(spec, trials, **kwargs):
 @click.option("--allow-builder", is_flag=True, help="Let the study's `model.builder` import and run your module.")
 @_run_options
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def worker(study, **kwargs):
     """Join STUDY from another machine (shared storage, results database and MLflow server) and run its trials."""
-    from studies.api import worker as run
+    from fitgap.studies.api import worker as run
 
     stores = _stores(kwargs)
     _run_coordinator(lambda progress: run(study, on_trial=progress, **kwargs, **stores), stores)
@@ -133,10 +160,10 @@ def worker(study, **kwargs):
 @click.option("--trials", type=click.IntRange(min=1), help="Total trial budget of the study.")
 @click.option("--allow-builder", is_flag=True, help="Let the spec's `model.builder` module be found.")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def create(spec, trials, allow_builder, **kwargs):
     """Create the study of SPEC without running trials (workers join it with `fitgap worker`)."""
-    from studies.api import create as make
+    from fitgap.studies.api import create as make
 
     summary = make(spec, trials=trials, allow_builder=allow_builder, **_stores(kwargs))
     click.echo(f"study {summary.study}: budget {summary.budget}; join it with `fitgap worker {summary.study}`")
@@ -145,10 +172,10 @@ def create(spec, trials, allow_builder, **kwargs):
 @main.command()
 @click.argument("study")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def stop(study, **kwargs):
     """Ask every coordinator of STUDY, on any machine, to finish its running trials and exit."""
-    from studies.api import stop as request
+    from fitgap.studies.api import stop as request
 
     request(study, **_stores(kwargs))
     click.echo(f"study {study}: stop requested; coordinators finish their running trials, then exit")
@@ -158,27 +185,37 @@ def stop(study, **kwargs):
 @click.argument("study")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def delete(study, yes, **kwargs):
     """Remove STUDY from the Optuna storage, MLflow and the results database."""
-    from studies.api import delete as remove
+    from fitgap.studies.api import delete as remove
+    from fitgap.studies.stores import Stores
+    from fitgap.studies.study import load_study
 
+    stores = _stores(kwargs)
+    load_study(study, Stores.resolve(**stores))  # an unknown study is an error before any question
     if not yes:
         click.confirm(f"Delete study {study!r} and all its trials, runs and results?", abort=True)
-    remove(study, **_stores(kwargs))
+    remove(study, **stores)
     click.echo(f"study {study}: deleted")
 
 
 def _run_coordinator(run, stores: dict) -> None:
-    from studies.api import Interrupted
+    from fitgap.studies.api import Interrupted
 
     progress = _Progress()
+    # SIGTERM (timeout, docker stop, systemd, schedulers) ends a launch as Ctrl-C does: the coordinator catches both
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         summary = run(progress)
     except Interrupted as e:
         progress.done()
         _print_summary(e.summary, stores)
-        click.echo("interrupted: running trials were recorded as failed", err=True)
+        click.echo(f"{e}: running trials were recorded as failed", err=True)
+        sys.exit(128 + e.signum)  # 130 for Ctrl-C, 143 for SIGTERM, as shells report them
+    except KeyboardInterrupt:  # outside the coordinator's loop: RUNNING trials are failed and retried by the next launch
+        progress.done()
+        click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     progress.done()
     _print_summary(summary, stores)
@@ -188,10 +225,10 @@ def _run_coordinator(run, stores: dict) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--allow-builder", is_flag=True, help="Let the spec's `model.builder` module be found (and its package "
               "imported).")
-@_errors_exit_2
+@_errors_in_one_line
 def validate(spec, allow_builder):
     """Check SPEC and its data without creating anything."""
-    from studies.api import validate as check
+    from fitgap.studies.api import validate as check
 
     parsed, data = check(spec, allow_builder)
     test = f" and {len(data.x_test)} test" if data.x_test is not None else ""
@@ -201,10 +238,10 @@ def validate(spec, allow_builder):
 
 @main.command(name="studies")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def list_studies(**kwargs):
     """List the studies in the stores."""
-    from studies.api import studies
+    from fitgap.studies.api import studies
 
     found = studies(**_stores(kwargs))
     if not found:
@@ -216,10 +253,10 @@ def list_studies(**kwargs):
 @main.command()
 @click.argument("study")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def status(study, **kwargs):
     """Show a study's budget, trial counts and best trial."""
-    from studies.api import status as get
+    from fitgap.studies.api import status as get
 
     summary = get(study, **_stores(kwargs))
     click.echo(f"study {summary.study}: {_counts(summary)} of a budget of {summary.budget}")
@@ -231,10 +268,10 @@ def status(study, **kwargs):
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, help="How many trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def best(study, top, as_json, **kwargs):
     """Show the best trials of a study (the Pareto set of a multi-objective one)."""
-    from studies.api import best as get
+    from fitgap.studies.api import best as get
 
     trials = get(study, top, **_stores(kwargs))
     if as_json:
@@ -254,12 +291,12 @@ def best(study, top, as_json, **kwargs):
 @click.option("--port", type=int, default=5000, show_default=True, help="Port to listen on.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server workers.")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def ui(study, host, port, workers, **kwargs):
     """Open the MLflow UI on the workspace's tracking store and print the runs page of each study."""
-    from studies.stores import Stores
-    from tracking.results import redact
-    from tracking.mlflow_sink import MlflowSink
+    from fitgap.studies.stores import Stores
+    from fitgap.tracking.results import redact
+    from fitgap.tracking.mlflow_sink import MlflowSink
 
     stores = Stores.resolve(**_stores(kwargs))
     sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
@@ -363,11 +400,11 @@ def _short(value) -> str:
 @click.option("--format", "format_", default="table", show_default=True, metavar="table|csv|json",
               help="Output format.")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def query(study, where, order_by, limit, columns, sql, format_, **kwargs):
     """Print a study's trials from the results database (filtered, sorted), or the rows of a read-only --sql."""
-    from studies.stores import Stores
-    from tracking.query import query_text
+    from fitgap.studies.stores import Stores
+    from fitgap.tracking.query import query_text
 
     names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     text = query_text(Stores.resolve(**_stores(kwargs)).results_url, study, sql=sql, where=where,
@@ -380,13 +417,13 @@ def query(study, where, order_by, limit, columns, sql, format_, **kwargs):
 @click.option("--format", "format_", required=True, metavar="csv|parquet", help="File format.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file [default: ./STUDY.FORMAT].")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def export(study, format_, out, **kwargs):
     """Write every trial of STUDY in the results database to a CSV or Parquet file."""
     import re
 
-    from studies.stores import Stores
-    from tracking.query import export as write
+    from fitgap.studies.stores import Stores
+    from fitgap.tracking.query import export as write
 
     out = out or f"{re.sub(r'[^A-Za-z0-9_.-]', '_', study)}.{format_}"
     rows = write(Stores.resolve(**_stores(kwargs)).results_url, study, out, format_)
@@ -400,11 +437,11 @@ def export(study, format_, out, **kwargs):
 @click.option("--format", "format_", type=click.Choice(["md", "html"]), default="md", show_default=True,
               help="md (plots as PNG files beside it) or html (plots embedded).")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def report(study, out, format_, **kwargs):
     """Write STUDY's overfitting-vs-regularization report (tables, trends, importances, plots) and log it to the
     study's MLflow run."""
-    from studies.api import report as write
+    from fitgap.studies.api import report as write
 
     path = write(study, out, format_, **_stores(kwargs))
     click.echo(f"report of {study}: {path}")
@@ -419,11 +456,11 @@ def report(study, out, format_, **kwargs):
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-5, show_default=True,
               help="Largest difference (relative to each metric's scale) still counted as a match.")
 @_store_options
-@_errors_exit_2
+@_errors_in_one_line
 def rerun(study, number, data_dir, gpus, tolerance, **kwargs):
     """Train trial NUMBER of STUDY again from its stored params and seed, and compare its curves with the stored
     ones (exit 1 when they differ)."""
-    from studies.api import rerun as again
+    from fitgap.studies.api import rerun as again
 
     result = again(study, number, data_dir=data_dir, gpus=gpus, tolerance=tolerance, **_stores(kwargs))
     click.echo(result.comparison())

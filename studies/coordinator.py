@@ -1,23 +1,22 @@
-"""The coordinator: the one process per machine that writes storage.
+"""Coordinator side: the coordinator, the one process per machine that writes storage (`Coordinator.run`).
 
-It asks Optuna for trials, hands their trainings to executor processes (one per slot), and reacts to events: epoch
-records (reported to the pruner at its epochs), outcomes, executors that die, Ctrl-C. For each finished trial it
-writes MLflow and the results database and then tells Optuna. Telling last means a coordinator killed mid-write
-leaves the trial RUNNING, to be failed (and retried) by the heartbeat check, never COMPLETE without its records.
-The writing is the tracking process's (`tracking.writer`), on another core: the coordinator tells Optuna when it
-says a trial is written.
+It asks Optuna for trials (`study.StudyHandle`), hands their trainings to executors, one per slot (an `Executor`:
+the process handle, or a test's fake), and reacts to events: epoch records (reported to the pruner at its epochs),
+outcomes, executors that die, Ctrl-C. For each finished trial it has MLflow and the results database written and
+then tells Optuna. Telling last means a coordinator killed mid-write leaves the trial RUNNING, to be failed (and
+retried) by the heartbeat check, never COMPLETE without its records. The writing is the tracking process's
+(`fitgap.tracking.writer`), on another core: the coordinator tells Optuna when it says a trial is written.
 
-A trial is `repeats` trainings with different seeds, possibly on different slots; its record holds their mean.
+A trial is `repeats` trainings with different seeds, possibly on different slots; its record holds their mean
+(`trials.Combined`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import queue
 import signal
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,26 +24,21 @@ from typing import Callable
 
 import optuna
 
-from studies.executor import Died, ExecutorProcess
-from studies.keras.fusion import executor_for, fuse_group_key
-from studies.protocol import Epochs, Ready, TrialOutcome, TrialTask
-from studies.slots import Slot
-from studies.study import StudyHandle
-from sweeps.pruning import report_epochs
-from sweeps.space import derive_seed, suggest, trial_params
-from sweeps.vocabulary import COMPLEXITY_METRICS
-from tracking.mlflow_sink import TrackingError
-from tracking.records import EpochRecord, TrialRecord
-from tracking.writer import TrackingWriter, WriterDied, Written
+from fitgap.errors import RunError
+from fitgap.studies.choice import executor_for, take_batch
+from fitgap.studies.executors import Died, Executor, ExecutorProcess, StartExecutor
+from fitgap.studies.messages import Epochs, Ready, TrialOutcome, TrialTask
+from fitgap.studies.options import RunOptions
+from fitgap.studies.slots import Slot
+from fitgap.studies.study import HEARTBEAT_S, StudyHandle
+from fitgap.studies.trials import Combined, trial_seed, trial_task
+from fitgap.sweeps.space import suggest, trial_params
+from fitgap.tracking.records import EpochRecord, TrialRecord
+from fitgap.tracking.writer import TrackingWriter, WriterDied, Written
 
-HEARTBEAT_S = float(os.environ.get("FITGAP_HEARTBEAT_S", "10"))  # how often running trials prove they live
-MAX_TRIALS_PER_EXECUTOR = 100  # then the executor is replaced: Keras leaks ~1 MiB per trial
-
-
-class ExecutorError(RuntimeError):
-    """An executor cannot start at all (a broken install, say): retrying would loop for ever."""
-
-    exit_code = 2
+MAX_START_FAILURES = 3  # executors of one slot in a row that die before they are ready: then the launch stops
+# The reason recorded for the trials a signal interrupts (they are not retried: the user stopped them)
+INTERRUPTIONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
 
 
 @dataclass
@@ -71,42 +65,21 @@ class _Training:
     stop_reason: str | None = None  # set when the coordinator asked the executor to stop it
 
 
-def best_epoch(epochs: list[EpochRecord], metric: str, direction: str) -> EpochRecord | None:
-    """The epoch where the first objective is best (the first of ties); the last epoch for complexity objectives."""
-    finite = [e for e in epochs if math.isfinite(e.metrics.get(metric, math.nan))]
-    if metric in COMPLEXITY_METRICS or not finite:
-        return epochs[-1] if epochs else None
-    choose = max if direction == "maximize" else min
-    return choose(finite, key=lambda e: e.metrics[metric])
-
-
-def mean_curves(runs: list[list[EpochRecord]]) -> list[EpochRecord]:
-    """Epoch by epoch, the mean of each metric over the runs that reached that epoch."""
-    if len(runs) == 1:
-        return runs[0]
-    by_epoch: dict[int, list[EpochRecord]] = {}
-    for run in runs:
-        for record in run:
-            by_epoch.setdefault(record.epoch, []).append(record)
-    return [EpochRecord(group[0].trial, epoch, {k: statistics.fmean(r.metrics[k] for r in group)
-                                                for k in group[0].metrics})
-            for epoch, group in sorted(by_epoch.items())]
-
-
 class Coordinator:
-    def __init__(self, handle: StudyHandle, slots: list[Slot], timeout: float | None = None,
-                 retries: int = 1, max_trials_per_executor: int = MAX_TRIALS_PER_EXECUTOR,
-                 fuse: int | None = None, on_trial: Callable[[TrialRecord, int, int], None] | None = None):
+    def __init__(self, handle: StudyHandle, slots: list[Slot], options: RunOptions, fuse: int = 1,
+                 on_trial: Callable[[TrialRecord, int, int], None] | None = None,
+                 start_executor: StartExecutor = ExecutorProcess):
         self.h = handle
         self.spec = handle.spec
-        self.fuse = fuse or 1  # trainings per fused batch (see studies/keras/fusion.py)
+        self.fuse = fuse  # trainings per fused batch (`choice.choose_k`)
         self.slots = {slot.index: slot for slot in slots}
-        self.deadline = time.time() + timeout if timeout else math.inf
-        self.retries = retries
-        self.max_trials_per_executor = max_trials_per_executor
+        self.deadline = time.time() + options.timeout if options.timeout else math.inf
+        self.retries = options.retries
+        self.max_trials_per_executor = options.max_trials_per_executor
         self.on_trial = on_trial or (lambda record, used, budget: None)
+        self.start_executor = start_executor
         self.events: queue.Queue = queue.Queue()
-        self.executors: dict[int, ExecutorProcess] = {}
+        self.executors: dict[int, Executor] = {}
         self.devices: dict[int, str] = {}  # slot -> device its executor reported when ready
         self.trained: dict[int, int] = {}  # slot -> trainings done by its current executor
         self.idle: set[int] = set()
@@ -119,12 +92,15 @@ class Coordinator:
         self.used = 0  # the study's used budget, for progress: read at each heartbeat, counted in between
         self.stopping = False  # `fitgap stop`, the timeout or Ctrl-C: no new trials
         self.spent = False  # the budget was used up at the last ask: ask again after a retry or a heartbeat
+        self.signal: int | None = None  # the signal that interrupted the launch
+        self.start_failures: dict[int, int] = {}  # slot -> executors in a row that died before they were ready
 
     def run(self) -> list[TrialRecord]:
         """Run trials until the budget is used (or the timeout, or a stop); return the records this launch wrote."""
-        previous = self._catch_sigint()
+        previous = self._catch_signals()
         try:
-            self.h.fail_stale_trials(self.retries)
+            # Holding the SQLite workspace's lock proves no other coordinator is alive: its RUNNING trials are orphans
+            self.h.fail_stale_trials(self.retries, all_running=self.h.stores.exclusive)
             self.used = self.h.used_budget()
             if self._remaining() > 0:
                 stores = self.h.stores
@@ -154,13 +130,14 @@ class Coordinator:
             self._drain()
         except KeyboardInterrupt:
             self.stopping = True
+            reason = INTERRUPTIONS.get(self.signal, INTERRUPTIONS[signal.SIGINT])
             for executor in self.executors.values():
                 executor.close(kill=True)
-            self._drop_waiting("interrupted", retry=False)
+            self._drop_waiting(reason, retry=False)
             for index in list(self.running):
                 for training in self.running.pop(index).values():
-                    training.stop_reason = "interrupted"
-                    self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason="interrupted"))
+                    training.stop_reason = reason
+                    self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason))
             self._drain()
             raise
         finally:
@@ -169,8 +146,8 @@ class Coordinator:
             self.executors.clear()
             if self.writer is not None:
                 self.writer.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self.finished
 
     # -- asking and dispatching -------------------------------------------------------------------------------------
@@ -188,7 +165,7 @@ class Coordinator:
             if not self.waiting:
                 return
             index = self.idle.pop()
-            batch = self._take_batch()
+            batch = take_batch(self.waiting, self.fuse)
             tasks = [self._task(trial, repeat) for trial, repeat in batch]
             self.running[index] = {task.number: _Training(trial, task, index, self.devices[index])
                                    for (trial, _), task in zip(batch, tasks)}
@@ -213,29 +190,9 @@ class Coordinator:
             else:
                 self._training_done(_Training(trial, self._task(trial, 0), -1, "none"), outcome, retry=retry)
 
-    def _take_batch(self) -> list[tuple[_Trial, int]]:
-        """The first waiting training and, if it fuses, up to `fuse` - 1 others of its group: at most one per trial,
-        since a batch's records are told apart by trial number."""
-        first = self.waiting[0]
-        key = fuse_group_key(first[0].params) if first[0].executor == "fused" else None
-        batch = [first]
-        for unit in self.waiting[1:]:
-            if key is None or len(batch) >= self.fuse:
-                break
-            if unit[0].executor == "fused" and fuse_group_key(unit[0].params) == key and \
-                    all(unit[0] is not taken for taken, _ in batch):
-                batch.append(unit)
-        for unit in batch:
-            self.waiting.remove(unit)
-        return batch
-
     def _task(self, trial: _Trial, repeat: int) -> TrialTask:
-        spec = self.spec
-        seed = derive_seed(spec.seed, "trial", trial.trial.number, *([repeat] if repeat else []))
-        return TrialTask(spec.name, trial.trial.number, trial.params, seed, spec.dataset.model_dump(),
-                         str(spec.base_dir), tuple(zip(spec.metrics, spec.directions)),
-                         report_epochs(spec.pruner, trial.params["epochs"]), repeat, trial.executor,
-                         save_model=self.h.save_models != "none" and repeat == 0)
+        return trial_task(self.spec, trial.trial.number, trial.params, repeat, trial.executor,
+                          save_model=self.h.models.wanted and repeat == 0)
 
     def _ask(self, wanted: int) -> None:
         """Ask Optuna for up to `wanted` more trials, within the budget; their repeats join the waiting list."""
@@ -246,20 +203,20 @@ class Coordinator:
         self.spent = remaining <= wanted
         for trial in asked:
             params = trial_params(self.spec, suggest(trial, self.spec))
-            seed = derive_seed(self.spec.seed, "trial", trial.number)
-            run_id = self.h.start_trial_run(trial, seed, self.spec.repeats)
+            run_id = self.h.start_trial_run(trial, trial_seed(self.spec, trial.number), self.spec.repeats)
             executor = executor_for(params, requested=self.spec.executor)
             self.trials[trial.number] = _Trial(trial, params, run_id, executor)
             self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
 
     # -- events -----------------------------------------------------------------------------------------------------
 
-    def _handle(self, source: ExecutorProcess | TrackingWriter | str, message) -> None:
+    def _handle(self, source: Executor | TrackingWriter | str, message) -> None:
         if source == "interrupt":
+            self.signal = message
             raise KeyboardInterrupt
         if source is self.writer:
             if isinstance(message, WriterDied):
-                raise TrackingError(f"the tracking process exited (code {message.returncode}): see the messages above")
+                raise RunError(f"the tracking process exited (code {message.returncode}): see the messages above")
             self._written(message)
             return
         index = source.slot.index
@@ -267,6 +224,7 @@ class Coordinator:
             return  # a recycled executor's exit, posted after its successor started
         if isinstance(message, Ready):
             self.devices[index] = message.device
+            self.start_failures.pop(index, None)
             self.idle.add(index)
         elif isinstance(message, Epochs):
             for record in message.records:
@@ -302,10 +260,12 @@ class Coordinator:
     def _executor_died(self, index: int, returncode: int | None) -> None:
         self.executors.pop(index).close()
         self.idle.discard(index)
-        if index not in self.devices:
-            log = self.h.stores.workspace / "logs" / f"executor-{index}.log"
-            raise ExecutorError(f"the executor of slot {index} exited (code {returncode}) before it was ready: "
-                                f"see {log}")
+        if self.devices.pop(index, None) is None:  # it died starting up (killed importing TensorFlow, say): again
+            self.start_failures[index] = self.start_failures.get(index, 0) + 1
+            if self.start_failures[index] >= MAX_START_FAILURES:  # a broken install: retrying would loop for ever
+                log = self.h.stores.workspace / "logs" / f"executor-{index}.log"
+                raise RunError(f"the executor of slot {index} exited (code {returncode}) before it was ready, "
+                               f"{MAX_START_FAILURES} times: see {log}")
         for training in self.running.pop(index, {}).values():
             reason = training.stop_reason or f"executor died (exit code {returncode})"
             self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason),
@@ -353,15 +313,7 @@ class Coordinator:
     def _record(self, trial: _Trial, training: _Training, retry: bool) -> None:
         done = [trial.done[r] for r in sorted(trial.done)]
         outcome = trial.failure or done[0][1]
-        epochs = mean_curves([e for e, _ in done])
-        values = value_std = best = None
-        if trial.failure is None:
-            best = best_epoch(epochs, self.spec.metrics[0], self.spec.directions[0])
-            per_repeat = [self._values(e, o) for e, o in done]
-            values = tuple(statistics.fmean(v[i] for v in per_repeat) for i in range(len(self.spec.metrics)))
-            value_std = statistics.pstdev(v[0] for v in per_repeat) if len(per_repeat) > 1 else None
-        test_metrics = {k: statistics.fmean(o.test_metrics[k] for _, o in done if k in o.test_metrics)
-                        for k in done[0][1].test_metrics}
+        combined = Combined.of(self.spec, done, failed=trial.failure is not None)
         artifacts = dict(outcome.artifacts)
         if outcome.traceback:
             artifacts["traceback.txt"] = outcome.traceback.encode()
@@ -370,11 +322,11 @@ class Coordinator:
             number=trial.trial.number,
             state=outcome.state if trial.failure else "COMPLETE",
             params=trial.params,
-            values=values,
-            best_epoch=best.epoch if best else None,
-            epochs=tuple(epochs),
+            values=combined.values,
+            best_epoch=combined.best.epoch if combined.best else None,
+            epochs=tuple(combined.epochs),
             complexity={k: v for k, v in outcome.complexity.items() if isinstance(v, int)},
-            seed=derive_seed(self.spec.seed, "trial", trial.trial.number),  # of the first repeat
+            seed=trial_seed(self.spec, trial.trial.number),  # of the first repeat
             device=training.device,
             slot=training.slot,
             started_at=trial.started_at,
@@ -383,19 +335,19 @@ class Coordinator:
             mlflow_run_id=trial.run_id,
             artifacts=artifacts,
             repeats=self.spec.repeats,
-            value_std=value_std,
-            test_metrics=test_metrics,
+            value_std=combined.value_std,
+            test_metrics=combined.test_metrics,
             executor=outcome.executor,
         )
         retry = retry and trial.trial.user_attrs.get("fitgap.attempt", 0) < self.retries
-        record = self.h.keep_model(record)
+        record = self.h.models.keep(record)
         self.writing[record.number] = (trial, record, retry)
-        self.writer.write(record, self.h.wants_plots(record))
+        self.writer.write(record, self.h.plots.wants(record))
 
     def _written(self, message: Written) -> None:
         trial, record, retry = self.writing.pop(message.number)
         if message.error:
-            raise TrackingError(f"trial {message.number} could not be written: {message.error}")
+            raise RunError(f"trial {message.number} could not be written: {message.error}")
         self.h.conclude(trial.trial, record, retry=retry)
         self.spent = self.spent and not retry
         del self.trials[record.number]
@@ -413,16 +365,11 @@ class Coordinator:
             if source is self.writer:  # the executors are stopped: what they still post is moot
                 self._handle(source, message)
 
-    def _values(self, epochs: list[EpochRecord], outcome: TrialOutcome) -> list[float]:
-        best = best_epoch(epochs, self.spec.metrics[0], self.spec.directions[0])
-        metrics = {**best.metrics, **outcome.complexity}
-        return [float(metrics[m]) for m in self.spec.metrics]
-
     # -- executors --------------------------------------------------------------------------------------------------
 
     def _start_executor(self, slot: Slot) -> None:
         log = self.h.stores.workspace / "logs" / f"executor-{slot.index}.log"
-        self.executors[slot.index] = ExecutorProcess(slot, self.events, log)
+        self.executors[slot.index] = self.start_executor(slot, self.events, log)
         self.trained[slot.index] = 0
 
     def _recycle(self, index: int) -> None:
@@ -431,8 +378,10 @@ class Coordinator:
         self.devices.pop(index, None)
         self._start_executor(self.slots[index])
 
-    def _catch_sigint(self):
-        """Ctrl-C wakes the loop instead of raising wherever it is (say, in the middle of a storage write)."""
+    def _catch_signals(self) -> dict:
+        """Ctrl-C (SIGINT) and SIGTERM (`timeout`, `docker stop`, systemd, schedulers) wake the loop instead of raising
+        wherever it is (say, in the middle of a storage write); the handlers they replace, to put back."""
         if threading.current_thread() is not threading.main_thread():
-            return None
-        return signal.signal(signal.SIGINT, lambda *_: self.events.put(("interrupt", None)))
+            return {}
+        return {signum: signal.signal(signum, lambda signum, _: self.events.put(("interrupt", signum)))
+                for signum in INTERRUPTIONS}

@@ -1,4 +1,4 @@
-"""Slots: where executors run. Each slot is one executor process pinned to one device through its environment,
+"""Coordinator side: slots, where executors run. Each slot is one executor process pinned to one device through its environment,
 which is in place before the process imports TensorFlow.
 
 GPUs are discovered without TensorFlow (`nvidia-smi`), so the coordinator never imports it. FITGAP_FAKE_GPUS
@@ -14,11 +14,11 @@ import subprocess
 from dataclasses import dataclass
 from typing import Mapping
 
+from fitgap.errors import UsageError
 
-class SlotError(ValueError):
+
+class SlotError(UsageError, ValueError):
     """A slot option asks for something this machine does not have."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

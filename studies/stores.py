@@ -1,4 +1,4 @@
-"""Where a study lives: the Optuna storage, the MLflow store and the results database.
+"""Coordinator side: where a study lives — the Optuna storage, the MLflow store and the results database.
 
 By default all three are SQLite files in one workspace folder; each can point elsewhere (PostgreSQL, an MLflow
 tracking server). Credentials in URLs are never printed: use `tracking.results.redact`.
@@ -12,17 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
-from tracking.results import redact
+from fitgap.errors import UsageError
+from fitgap.tracking.results import redact, sqlite_path
 
 DEFAULT_WORKSPACE = "fitgap-data"
 
 
-class StoreError(Exception):
+class StoreError(UsageError):
     """A store cannot be opened, or holds no such study."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -49,15 +46,23 @@ class Stores:
         return self.workspace / "artifacts" if self.tracking_uri.startswith(("sqlite:", "file:", "/")) else None
 
     def missing(self) -> list[str]:
-        """The local SQLite files that don't exist yet: reading commands must not create them."""
-        return [url for url in (self.storage, self.results_url) if _sqlite_path(url) and not _sqlite_path(url).exists()]
+        """The Optuna storage when it is a local SQLite file that doesn't exist yet: then there are no studies, and
+        reading commands must not create it. Only the storage counts: studies live there, and a results database
+        that is missing (say the workspace's default beside a PostgreSQL storage) says nothing about them."""
+        path = sqlite_path(self.storage)
+        return [self.storage] if path and not path.exists() else []
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether a coordinator holding `coordinator_lock` is the only one alive for these stores (SQLite)."""
+        return sqlite_path(self.storage) is not None
 
     @contextlib.contextmanager
     def coordinator_lock(self):
         """One coordinator per SQLite workspace: SQLite is no store for several writing processes (Optuna's FAQ;
         MLflow fails with "database is locked"). A second launch is refused at once; server-grade stores are shared
         freely."""
-        if not _sqlite_path(self.storage):
+        if not sqlite_path(self.storage):
             yield
             return
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -81,10 +86,3 @@ class Stores:
 
     def describe(self) -> str:
         return f"storage {redact(self.storage)}, tracking {redact(self.tracking_uri)}, results {redact(self.results_url)}"
-
-
-def _sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite:"):
-        return None
-    database = make_url(url).database
-    return Path(database) if database and database != ":memory:" else None

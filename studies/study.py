@@ -1,4 +1,4 @@
-"""One study across its three stores: Optuna (the engine), MLflow and the results database.
+"""Coordinator side: one study across its three stores — Optuna (the engine), MLflow and the results database.
 
 `StudyHandle.open` checks everything that can be wrong (a changed spec, changed data, a deleted experiment) before it
 writes anything; afterwards it is the only writer of the study's trials on this machine.
@@ -7,7 +7,6 @@ writes anything; afterwards it is the only writer of the study's trials on this 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.metadata
 import os
 import subprocess
@@ -19,23 +18,24 @@ from pathlib import Path
 import optuna
 import yaml
 
-from studies.slots import Slot
-from studies.stores import StoreError, Stores
-from sweeps.pruning import make_pruner
-from sweeps.space import derive_seed, make_sampler, trial_params
-from sweeps.spec import SpecError, SweepSpec, changed_field, parse_spec
-from tracking.mlflow_sink import MlflowSink, StudyRun
-from tracking.records import TrialRecord
-from tracking.results import ResultsDB
+from fitgap.studies.keeping import ModelKeeper, PlotPolicy
+from fitgap.studies.stores import StoreError, Stores
+from fitgap.sweeps.pruning import make_pruner
+from fitgap.sweeps.space import derive_seed, make_sampler, trial_params
+from fitgap.sweeps.spec import SpecError, SweepSpec, changed_field, parse_spec
+from fitgap.tracking.mlflow_sink import MlflowSink, StudyRun
+from fitgap.tracking.records import TrialRecord
+from fitgap.tracking.results import ResultsDB, sqlite_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The heartbeat (the only way to fail the trials of a killed coordinator) is marked experimental; users needn't care.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
-# A coordinator beats for its running trials every HEARTBEAT_S; trials silent for longer than the grace period are
-# failed and retried. The grace is well above the longest stall of a coordinator's loop (a slow MLflow write, say).
-HEARTBEAT_INTERVAL_S = max(1, round(float(os.environ.get("FITGAP_HEARTBEAT_S", "10"))))
+# A coordinator beats for its running trials every HEARTBEAT_S (whole seconds: Optuna's storage takes an int); trials
+# silent for longer than the grace period are failed and retried. The grace is well above the longest stall of a
+# coordinator's loop (a slow MLflow write, say).
+HEARTBEAT_S = max(1, round(float(os.environ.get("FITGAP_HEARTBEAT_S", "10"))))
 GRACE_PERIOD_S = int(os.environ.get("FITGAP_GRACE_S", "120"))
 TrialState = optuna.trial.TrialState
 _STATES = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAIL}
@@ -46,7 +46,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(
         url,
         engine_kwargs={"pool_pre_ping": True},
-        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        heartbeat_interval=HEARTBEAT_S,
         grace_period=GRACE_PERIOD_S,
     )
 
@@ -54,7 +54,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 def load_study(name: str, stores: Stores) -> optuna.Study:
     """An existing study, or StoreError naming the known ones. Never creates a store."""
     if stores.missing():
-        raise StoreError(f"unknown study {name!r}: no studies in {stores.workspace}")
+        raise StoreError(f"unknown study {name!r}: no studies yet ({sqlite_path(stores.storage)} does not exist)")
     storage = open_storage(stores.storage)
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -80,9 +80,8 @@ class StudyHandle:
         self.study_run: StudyRun = study_run
         self.sink: MlflowSink = sink
         self.results: ResultsDB = results
-        self.save_models: str = save_models  # none, best or all: which trained models the workspace keeps
-        self.plots: str = plots  # none, best or all: which trials get their plots rendered (see `wants_plots`)
-        self._front: list[tuple[float, ...]] | None = None  # the best values so far, signed so that more is better
+        self.models = ModelKeeper(save_models, stores.workspace / "models" / spec.name, study, sink)
+        self.plots = PlotPolicy(plots, study)
 
     @staticmethod
     def check(spec: SweepSpec, stores: Stores, dataset_hash: str) -> None:
@@ -97,7 +96,9 @@ class StudyHandle:
             if existing.user_attrs.get("fitgap.dataset_hash") != dataset_hash:
                 raise SpecError(f"`dataset`: the data of study {spec.name!r} differ from the data it was created "
                                 f"with (hash {existing.user_attrs.get('fitgap.dataset_hash')}, now {dataset_hash})")
-        MlflowSink(stores.tracking_uri, stores.artifact_root).experiment(spec.name, create=False)
+        tracking_file = sqlite_path(stores.tracking_uri)
+        if tracking_file is None or tracking_file.exists():  # opening a missing SQLite store would create it
+            MlflowSink(stores.tracking_uri, stores.artifact_root).experiment(spec.name, create=False)
 
     @classmethod
     def open(cls, spec: SweepSpec, stores: Stores, dataset_hash: str, trials: int | None = None,
@@ -166,16 +167,22 @@ class StudyHandle:
     def stop_requested(self) -> bool:
         return bool(self.storage.get_study_user_attrs(self.study._study_id).get("fitgap.stop"))
 
-    def fail_stale_trials(self, retries: int) -> None:
-        """Fail (and retry) the trials of coordinators that stopped beating, and close orphaned MLflow runs; under
-        the study's lock, so that two coordinators cannot both retry one trial."""
+    def fail_stale_trials(self, retries: int, all_running: bool = False) -> None:
+        """Fail (and retry) the trials of coordinators that stopped beating — every RUNNING trial with `all_running`,
+        when the caller knows no other coordinator is alive — and close orphaned MLflow runs; under the study's lock,
+        so that two coordinators cannot both retry one trial."""
         with self.asking():
-            self._fail_stale_trials(retries)
+            self._fail_stale_trials(retries, all_running)
 
-    def _fail_stale_trials(self, retries: int) -> None:
-        before = {t._trial_id for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        if before:
-            optuna.storages.fail_stale_trials(self.study)
+    def _fail_stale_trials(self, retries: int, all_running: bool) -> None:
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if running:
+            if all_running:
+                for trial in running:
+                    self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            else:
+                optuna.storages.fail_stale_trials(self.study)
+            before = {t._trial_id for t in running}
             for trial in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
                 if trial._trial_id in before:
                     self._record_stale(trial, retries)
@@ -216,37 +223,6 @@ class StudyHandle:
         trial.set_user_attr("fitgap.seed", seed)
         return run_id
 
-    def wants_plots(self, record: TrialRecord) -> bool:
-        """Whether the trial's plots are rendered: every trial's with `plots` all (~0.2 s of CPU each, more than the
-        rest of its tracking: too much for a saturated machine), none, or with `plots` best a new best's: a trial
-        that no trial finished before it matches or beats (dominates, for several objectives). The best trial (every
-        Pareto-optimal one) thus has its plots, and a sweep renders a handful."""
-        if self.plots != "best" or record.values is None:
-            return self.plots == "all" and bool(record.epochs)
-        signs = [1 if direction == "maximize" else -1 for direction in self.spec.directions]
-        if self._front is None:
-            told = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            self._front = [tuple(s * v for s, v in zip(signs, t.values)) for t in self.study.best_trials] if told \
-                else []
-        new = tuple(s * v for s, v in zip(signs, record.values))
-        if any(all(o >= n for o, n in zip(old, new)) for old in self._front):
-            return False
-        self._front = [old for old in self._front if not all(n >= o for n, o in zip(new, old))] + [new]
-        return True
-
-    def keep_model(self, record: TrialRecord) -> TrialRecord:
-        """The record without the model the executor sent (`model.keras`): that goes to
-        `<workspace>/models/<study>/trial-<n>.keras`, not to MLflow; `close` cuts the folder down to the best and logs
-        what it keeps (`save_models`: none, best or all)."""
-        model = record.artifacts.get("model.keras")
-        if model is None:
-            return record
-        if record.state == "COMPLETE" and self.save_models != "none":
-            folder = self.stores.workspace / "models" / self.spec.name
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"trial-{record.number}.keras").write_bytes(model)
-        return dataclasses.replace(record, artifacts={k: v for k, v in record.artifacts.items() if k != "model.keras"})
-
     def conclude(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False) -> None:
         """Tell Optuna, once the record is in MLflow and the results database (see the coordinator's docstring); a
         retry re-enqueues the same params."""
@@ -260,24 +236,8 @@ class StudyHandle:
             self._retry(self.study._storage.get_trial(trial._trial_id))
 
     def close(self, status: str = "FINISHED") -> None:
-        """End the launch: saved models cut down to the best trial (the Pareto set of a multi-objective study)
-        unless `save_models` is "all", the kept ones logged to their runs (`model/`), parent run closed."""
-        folder = self.stores.workspace / "models" / self.spec.name
-        models = {int(p.stem.removeprefix("trial-")): p for p in folder.glob("trial-*.keras")}
-        if models:
-            complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            runs = {t.number: t.user_attrs.get("fitgap.mlflow_run_id") for t in complete}
-            if self.save_models == "best":
-                # Only told trials: a model another worker has saved but not yet told Optuna is that worker's to judge.
-                # Workers sharing the folder may cut the same file, hence `missing_ok`.
-                best = {t.number for t in self.study.best_trials} if complete else set()
-                for number in (models.keys() & runs.keys()) - best:
-                    models.pop(number).unlink(missing_ok=True)
-            for number, path in models.items():
-                run_id = runs.get(number)
-                if run_id and not self.sink.client.list_artifacts(run_id, "model"):
-                    with contextlib.suppress(FileNotFoundError):  # cut meanwhile by a worker that saw a newer best
-                        self.sink.client.log_artifact(run_id, str(path), "model")
+        """End the launch: the kept models cut down and logged (`keeping.ModelKeeper`), the parent run closed."""
+        self.models.close()
         self.sink.finish_study(self.study_run, status)
         self.results.close()
 

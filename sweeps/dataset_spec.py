@@ -1,4 +1,4 @@
-"""The spec's `dataset:` section: which data a sweep trains on and how it is split.
+"""Spec language (pure Python, knows nothing of storage or TensorFlow): the spec's `dataset:` section: which data a sweep trains on and how it is split.
 
 One model per source, told apart by `name`. Every source knows its `task` (binary, multiclass or regression) when
 the spec is loaded, so a loss that cannot fit the task is refused before any data is read; `n_classes` is known
@@ -15,13 +15,15 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fitgap.sweeps.vocabulary import excerpt
+
 Task = Literal["binary", "multiclass", "regression"]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 DEFAULT_VALIDATION_FRACTION = 0.2
 
 
 class _Source(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)  # as the spec's
 
     validation_fraction: Fraction = DEFAULT_VALIDATION_FRACTION
     test_fraction: Fraction | None = None  # held out from the end before the validation split
@@ -66,10 +68,10 @@ class _UserData(_Source):
     @model_validator(mode="after")
     def _classes_fit_the_task(self):
         if self.task == "regression" and self.n_classes is not None:
-            raise ValueError(f"`n_classes` is for classification, but got {self.n_classes} for task 'regression'")
+            raise ValueError(f"`n_classes` is for classification, but got {excerpt(self.n_classes)} for task 'regression'")
         if self.task == "binary":
             if self.n_classes not in (None, 2):
-                raise ValueError(f"`n_classes` must be 2 for task 'binary', but got {self.n_classes}")
+                raise ValueError(f"`n_classes` must be 2 for task 'binary', but got {excerpt(self.n_classes)}")
             object.__setattr__(self, "n_classes", 2)
         return self
 
@@ -84,7 +86,7 @@ class Csv(_UserData):
     @model_validator(mode="after")
     def _target_is_not_a_feature(self):
         if self.features and self.target in self.features:
-            raise ValueError(f"`features` must not contain the target, but got {self.target!r} in both")
+            raise ValueError(f"`features` must not contain the target, but got {excerpt(self.target)} in both")
         return self
 
 

@@ -1,4 +1,4 @@
-"""The spec's `pruner:` section, and the epochs at which a trial reports to it.
+"""Spec language: the spec's `pruner:` section, and the epochs at which a trial reports to it.
 
 Every report is a storage write, so a trial reports only at the epochs where its pruner decides: every
 `report_every` epochs for median/percentile, the rungs for successive halving and Hyperband. Steps are epochs
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 class _Pruner(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)  # as the spec's
 
 
 class NoPruner(_Pruner):

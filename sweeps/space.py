@@ -1,4 +1,4 @@
-"""From a spec to what a trial trains with: Optuna samplers, suggestions, and the full params dict."""
+"""Spec language: from a spec to what a trial trains with: Optuna samplers, suggestions, and the full params dict."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import functools
 import hashlib
 import importlib.util
 import json
+import math
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.samplers._lazy_random_state import LazyRandomState
 
-from sweeps.spec import CategoricalDim, FloatDim, SpecError, SweepSpec
-from sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, SHAPE
+from fitgap.sweeps.spec import CategoricalDim, FloatDim, SpecError, SweepSpec
+from fitgap.sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, SHAPE, shorten
 
 # Samplers that need a package fitgap does not install.
 _SAMPLER_NEEDS = {"cmaes": "cmaes", "gp": "torch"}
@@ -113,16 +114,32 @@ def check_sampler(spec: SweepSpec) -> None:
         grid(spec)
 
 
+MAX_GRID_POINTS = 1_000_000  # Optuna's GridSampler holds every point in memory
+
+
 def grid(spec: SweepSpec) -> dict[str, list]:
-    """The grid sampler's finite search space (categorical choices cut down to the task's); floats need a `step`."""
-    space = {}
+    """The grid sampler's finite search space (categorical choices cut down to the task's); floats need a `step`.
+    Its size is counted before anything is built: at most MAX_GRID_POINTS points."""
+    sizes = {}
     for name, dim in spec.search.items():
         if dim.when:
             raise SpecError(f"`search.{name}.when`: the grid sampler cannot search conditional dimensions")
         if isinstance(dim, CategoricalDim):
-            space[name] = [_to_optuna(c) for c in spec.choices(name)]
-        elif dim.step is None:
+            sizes[name] = len(spec.choices(name))
+        elif dim.points is None:
             raise SpecError(f"`search.{name}.step` is needed by the grid sampler, but got step=None")
+        else:
+            sizes[name] = dim.points
+    points = math.prod(sizes.values())
+    if points > MAX_GRID_POINTS:
+        shown = " x ".join(f"{size:,} {name}" for name, size in sizes.items())
+        raise SpecError(f"`search`: the grid has {shorten(f'{points:,}')} points ({shorten(shown)}), more than the "
+                        f"{MAX_GRID_POINTS:,} the grid sampler takes: use fewer choices or larger steps, or another "
+                        "sampler")
+    space = {}
+    for name, dim in spec.search.items():
+        if isinstance(dim, CategoricalDim):
+            space[name] = [_to_optuna(c) for c in spec.choices(name)]
         else:
             values = np.arange(dim.low, dim.high + dim.step / 2, dim.step)
             space[name] = [v.item() for v in values]

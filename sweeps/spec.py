@@ -1,20 +1,24 @@
-"""The sweep spec: a YAML file, read safely and validated before anything is created.
+"""Spec language (pure Python, knows nothing of storage or TensorFlow): the sweep spec, a YAML file, read safely and validated before anything is created.
 
-Every problem becomes one `SpecError` line that names the field and quotes the bad value. Besides each field's own
-checks, the spec must hold together (`SweepSpec._consistent`): a hyperparameter that exists only under a condition
-(`vocabulary.CONDITIONS`) is searched with a matching `when:`, a fixed value fits the dataset's task
-(`vocabulary.TASK_CHOICES`), and every objective is measured for that task.
+Every problem becomes one `SpecError` line that names the field and quotes (an excerpt of) the bad value. Types are
+strict (a bool is not an int, a string is not a number; no infinity or NaN). Besides each field's own checks, the
+spec must hold together (`SweepSpec._consistent`): every enqueued value is one its dimension can take, a `when:` names
+values its parent can take, a hyperparameter that exists only under a condition (`vocabulary.CONDITIONS`) is searched
+with a matching `when:`, a regularizer has a weight, a fixed value fits the dataset's task (`vocabulary.TASK_CHOICES`),
+and every objective is measured for that task.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import re
+import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-import importlib.util
-import math
-import sys
 
 from pydantic import (
     BaseModel,
@@ -28,9 +32,10 @@ from pydantic import (
     model_validator,
 )
 
-from sweeps.dataset_spec import DatasetSpec
-from sweeps.pruning import PRUNERS, PrunerSpec
-from sweeps.vocabulary import (
+from fitgap.errors import UsageError
+from fitgap.sweeps.dataset_spec import DatasetSpec
+from fitgap.sweeps.pruning import PRUNERS, PrunerSpec
+from fitgap.sweeps.vocabulary import (
     COMPLEXITY_METRICS,
     CONDITIONS,
     DATASETS,
@@ -46,20 +51,24 @@ from sweeps.vocabulary import (
     TASK_METRICS,
     default_direction,
     epoch_metrics,
+    excerpt,
+    shorten,
 )
 
+MAX_NAME_LENGTH = 100  # the study name names files and folders (255 bytes at most) and MLflow experiments
+MAX_DEPTH = 32  # YAML nesting; a spec needs about 6, and PyYAML recurses per level
+MAX_ALIASED = 10_000  # values that YAML aliases may repeat: a few lines of aliases can stand for billions
 
-class SpecError(ValueError):
+
+class SpecError(UsageError, ValueError):
     """A spec (or its data) is invalid: nothing has been created, nothing runs."""
-
-    exit_code = 2  # the CLI prints such errors as one line and exits with this code
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-Condition = dict[str, list[Any]]  # dimension is sampled only when params[key] is in the list
+Condition = dict[str, Annotated[list[Any], Field(min_length=1)]]  # sampled only when params[key] is in the list
 
 
 class FloatDim(_Strict):
@@ -75,6 +84,11 @@ class FloatDim(_Strict):
         _check_bounds(self.low, self.high, self.log, self.step)
         return self
 
+    @property
+    def points(self) -> int | None:
+        """How many values a grid of this dimension has (None without a step), counted, never enumerated."""
+        return None if self.step is None else int(_span(self.low, self.high) / Decimal(str(self.step))) + 1
+
 
 class IntDim(_Strict):
     type: Literal["int"]
@@ -89,6 +103,10 @@ class IntDim(_Strict):
         _check_bounds(self.low, self.high, self.log, self.step if self.step != 1 else None)
         return self
 
+    @property
+    def points(self) -> int:
+        return (self.high - self.low) // self.step + 1
+
 
 class CategoricalDim(_Strict):
     type: Literal["categorical"]
@@ -97,14 +115,25 @@ class CategoricalDim(_Strict):
 
 
 def _check_bounds(low, high, log, step):
+    low_, high_, step_ = f"low={excerpt(low)}", f"high={excerpt(high)}", f"step={excerpt(step)}"
     if not low < high:
-        raise ValueError(f"`low < high` must hold, but got {low=} and {high=}")
+        raise ValueError(f"`low < high` must hold, but got {low_} and {high_}")
     if log and low <= 0:
-        raise ValueError(f"`low > 0` must hold for log=true, but got {low=}")
+        raise ValueError(f"`low > 0` must hold for log=true, but got {low_}")
     if log and step is not None:
-        raise ValueError(f"`step` cannot be combined with log=true, but got {step=}")
+        raise ValueError(f"`step` cannot be combined with log=true, but got {step_}")
     if step is not None and step <= 0:
-        raise ValueError(f"`step > 0` must hold, but got {step=}")
+        raise ValueError(f"`step > 0` must hold, but got {step_}")
+    if step is not None and _span(low, high) % Decimal(str(step)):
+        # Optuna would move `high` down to the last step, with a multi-line warning: say so now, in one line
+        last = Decimal(str(low)) + _span(low, high) // Decimal(str(step)) * Decimal(str(step))
+        raise ValueError(f"`high - low` must be a multiple of `step` (e.g. high={shorten(str(last))}), but got "
+                         f"{low_}, {high_} and {step_}")
+
+
+def _span(low, high) -> Decimal:
+    """high - low as written, as Optuna reckons steps: 0.5 - 0.1 is 0.4, a multiple of 0.1."""
+    return Decimal(str(high)) - Decimal(str(low))
 
 
 Dimension = Annotated[FloatDim | IntDim | CategoricalDim, Field(discriminator="type")]
@@ -142,7 +171,8 @@ class CnnModel(_Strict):
     kind: Literal["cnn"]
     conv: list[ConvBlock] = Field(min_length=1)
     hidden: list[PositiveInt] = []
-    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None  # (height, width, channels) of flat rows
+    # (height, width, channels) of flat rows; a YAML (or stored JSON) list, so not strict about being a tuple
+    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(None, strict=False)
     augment: Augment = Augment()
 
 
@@ -169,7 +199,7 @@ class Objective(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     dataset: DatasetSpec
     model: ModelSpec = MlpModel()
     epochs: PositiveInt = 100
@@ -202,25 +232,68 @@ class SweepSpec(_Strict):
         for name in [*self.search, *self.params]:
             if name not in HYPERPARAMETERS:
                 where = "search" if name in self.search else "params"
-                raise ValueError(f"`{where}.{name}`: unknown hyperparameter; known: {sorted(HYPERPARAMETERS)}")
+                raise ValueError(f"`{where}`: unknown hyperparameter {excerpt(name)}; known: {sorted(HYPERPARAMETERS)}")
         for name in set(self.search) & set(self.params):
             raise ValueError(f"`{name}` is both searched (search:) and fixed (params:); choose one")
+        object.__setattr__(self, "search", _parents_first(self.search))
         for name, value in self.params.items():
             _check_value(f"params.{name}", name, value)
-        seen: set[str] = set(self.params)
         for name, dim in self.search.items():
-            _check_dimension(name, dim, seen)
-            seen.add(name)
+            self._check_dimension(name, dim)
         for i, entry in enumerate(self.enqueue):
-            for name, value in entry.items():
-                if name not in self.search:
-                    raise ValueError(f"`enqueue[{i}].{name}`: only searched names can be enqueued, but got {name!r}")
-                _check_value(f"enqueue[{i}].{name}", name, value)
+            self._check_enqueued(i, entry)
         self._check_shape()
         self._check_conditions()
+        self._check_penalty()
         self._check_task()
         self._check_objectives()
         return self
+
+    def _check_dimension(self, name: str, dim: Any) -> None:
+        hp = HYPERPARAMETERS[name]
+        if isinstance(dim, CategoricalDim):
+            for choice in dim.choices:
+                _check_value(f"search.{name}.choices", name, choice)
+        elif hp.kind in (str, bool, list):
+            raise ValueError(f"`search.{name}.type` must be categorical for {name}, but got {dim.type!r}")
+        elif hp.kind is int and isinstance(dim, FloatDim):
+            raise ValueError(f"`search.{name}.type` must be int for {name}, but got 'float'")
+        else:
+            _check_value(f"search.{name}.low", name, dim.low)
+            _check_value(f"search.{name}.high", name, dim.high)
+        for key, values in (dim.when or {}).items():
+            if key not in self.search and key not in self.params:
+                raise ValueError(f"`search.{name}.when` names {excerpt(key)}, which is neither searched nor fixed")
+            for value in values:
+                _check_value(f"search.{name}.when.{key}", key, value)
+                never = self._never(key, value)
+                if never:  # a dead condition: refuse it rather than never search the dimension
+                    raise ValueError(f"`search.{name}.when.{key}` lists {excerpt(value)}, which {key} never takes "
+                                     f"({never})")
+
+    def _never(self, name: str, value: Any) -> str | None:
+        """Why `name` never has `value` in a trial (its dimension's range, or its fixed value), or None."""
+        if name in self.search:
+            dim = self.search[name]
+            return _outside(dim, value, self.choices(name) if isinstance(dim, CategoricalDim) else None)
+        fixed = self.value_of(name)
+        return None if _same(fixed, value) else f"it is {excerpt(fixed)} in every trial"
+
+    def _check_enqueued(self, i: int, entry: dict[str, Any]) -> None:
+        """An enqueued value is one its dimension can take, in a trial where that dimension exists."""
+        for name, value in entry.items():
+            field = f"enqueue[{i}].{name}"
+            if name not in self.search:
+                raise ValueError(f"`{field}`: only searched names can be enqueued, but got {excerpt(name)}")
+            _check_value(field, name, value)
+            dim = self.search[name]
+            problem = _outside(dim, value)  # a choice that does not fit the task is `_check_task`'s to explain
+            if problem:
+                raise ValueError(f"`{field}` {problem}, but got {excerpt(value)}")
+            for key, values in (dim.when or {}).items():
+                if key in entry and not any(_same(entry[key], v) for v in values):
+                    raise ValueError(f"`{field}`: {name} exists only when {key} is one of {excerpt(values)}, but "
+                                     f"enqueue[{i}].{key} is {excerpt(entry[key])}")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -232,15 +305,17 @@ class SweepSpec(_Strict):
             if name in self.params:
                 where = "model.hidden" if name == "hidden" else name
                 raise ValueError(f"`params.{name}`: set it at the spec level (`{where}:`) or search it, "
-                                 f"but got {self.params[name]!r}")
+                                 f"but got {excerpt(self.params[name])}")
         uses = [name for name in SHAPE if name in self.search or name in self.params]
-        if uses and ("hidden" in self.search or "hidden" in self.model.model_fields_set):
+        # `model.hidden` at its default counts as unset: a stored spec (a full dump) carries the default
+        default_hidden = type(self.model).model_fields["hidden"].default
+        if uses and ("hidden" in self.search or self.model.hidden != default_hidden):
             raise ValueError(f"`{uses[0]}` and `hidden` both set the hidden layers ([width] * depth or a list of "
                              "widths): use one")
         for i, entry in enumerate(self.enqueue):
             if "hidden" in entry:
                 raise ValueError(f"`enqueue[{i}].hidden`: a list of widths cannot be enqueued, but got "
-                                 f"{entry['hidden']!r}; search depth and width to enqueue layer shapes")
+                                 f"{excerpt(entry['hidden'])}; search depth and width to enqueue layer shapes")
 
     def _check_conditions(self) -> None:
         """A conditional hyperparameter must be able to exist: searched under a searched parent, it says `when`."""
@@ -252,15 +327,35 @@ class SweepSpec(_Strict):
                 value = self.value_of(parent)
                 if value not in allowed:
                     raise ValueError(f"`{where}.{name}` is used only when {parent} is one of {list(allowed)}, "
-                                     f"but {parent} is {value!r}")
+                                     f"but {parent} is {excerpt(value)}")
             elif where == "search":  # a fixed value simply goes where its condition holds
                 listed = (self.search[name].when or {}).get(parent)
                 if listed is None or not set(listed) <= set(allowed):
                     raise ValueError(
                         f"`search.{name}` exists only when {parent} is one of {list(allowed)}: give it "
                         f"`when: {{{parent}: [...]}}` listing only those (fitgap does not add the condition), "
-                        f"but got when={self.search[name].when!r}"
+                        f"but got when={excerpt(self.search[name].when)}"
                     )
+
+    def _check_penalty(self) -> None:
+        """The default weight is 0, which would train without a penalty under a regularizer's name: each regularizer
+        a trial can have (fixed, or a searched choice, which covers the enqueued ones) needs `regularization_weight`,
+        fixed or searched in every trial that has that regularizer."""
+        if "regularization_weight" in self.params:
+            return
+        weight = self.search.get("regularization_weight")
+        when = (weight.when or {}) if weight else {}
+        if "regularizer" in self.search:
+            field, values = "search.regularizer.choices", self.choices("regularizer")
+        else:
+            field, values = "params.regularizer", [self.value_of("regularizer")]
+        for value in values:
+            weighted = weight is not None and set(when) <= {"regularizer"} and value in when.get("regularizer", [value])
+            if value != "none" and not weighted:
+                raise ValueError(
+                    f"`{field}` {excerpt(value)} needs a `regularization_weight` (its default 0 trains without a "
+                    f"penalty): fix it in params, or search it with `when: {{regularizer: [...]}}` including "
+                    f"{excerpt(value)}")
 
     def _check_task(self) -> None:
         """Fixed values that cannot fit the dataset's task are refused; searched choices are cut down to the fitting
@@ -270,15 +365,15 @@ class SweepSpec(_Strict):
             valid = list(by_task[task])
             if name in self.search:
                 if not self.choices(name):
-                    raise ValueError(f"`search.{name}.choices`: none of {self.search[name].choices} fits the {task} "
-                                     f"task of dataset {dataset!r}; valid there: {valid}")
+                    raise ValueError(f"`search.{name}.choices`: none of {excerpt(self.search[name].choices)} fits "
+                                     f"the {task} task of dataset {dataset!r}; valid there: {valid}")
             elif self.value_of(name) not in valid:
-                raise ValueError(f"`params.{name}` {self.value_of(name)!r} does not fit the {task} task of dataset "
-                                 f"{dataset!r}; valid there: {valid}")
+                raise ValueError(f"`params.{name}` {excerpt(self.value_of(name))} does not fit the {task} task of "
+                                 f"dataset {dataset!r}; valid there: {valid}")
             for i, entry in enumerate(self.enqueue):
                 if name in entry and entry[name] not in valid:
-                    raise ValueError(f"`enqueue[{i}].{name}` {entry[name]!r} does not fit the {task} task of dataset "
-                                     f"{dataset!r}; valid there: {valid}")
+                    raise ValueError(f"`enqueue[{i}].{name}` {excerpt(entry[name])} does not fit the {task} task of "
+                                     f"dataset {dataset!r}; valid there: {valid}")
 
     def _check_objectives(self) -> None:
         task = self.dataset.task
@@ -340,26 +435,49 @@ class SweepSpec(_Strict):
 def _check_value(field: str, name: str, value: Any) -> None:
     problem = HYPERPARAMETERS[name].problem(value)
     if problem:
-        raise ValueError(f"`{field}` {problem}, but got {value!r}")
+        raise ValueError(f"`{field}` {problem}, but got {excerpt(value)}")
 
 
-def _check_dimension(name: str, dim: Any, earlier: set[str]) -> None:
-    hp = HYPERPARAMETERS[name]
+def _same(a: Any, b: Any) -> bool:
+    """Equal as a spec means it: true is not 1 (Python says it is)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _outside(dim: Any, value: Any, choices: list | None = None) -> str | None:
+    """Why `dim` never suggests `value` ("must be ..."), or None; a categorical's `choices` default to its own.
+    Steps are checked as Optuna checks an enqueued value."""
     if isinstance(dim, CategoricalDim):
-        for choice in dim.choices:
-            _check_value(f"search.{name}.choices", name, choice)
-    elif hp.kind in (str, bool, list):
-        raise ValueError(f"`search.{name}.type` must be categorical for {name}, but got {dim.type!r}")
-    elif hp.kind is int and isinstance(dim, FloatDim):
-        raise ValueError(f"`search.{name}.type` must be int for {name}, but got 'float'")
-    else:
-        _check_value(f"search.{name}.low", name, dim.low)
-        _check_value(f"search.{name}.high", name, dim.high)
-    for key, values in (dim.when or {}).items():
-        if key not in earlier:
-            raise ValueError(f"`search.{name}.when` names {key!r}, which is not searched or fixed before {name!r}")
-        for value in values:
-            _check_value(f"search.{name}.when.{key}", key, value)
+        choices = dim.choices if choices is None else choices
+        return None if any(_same(value, c) for c in choices) else f"must be one of {excerpt(choices)}"
+    kind, types = ("an integer", int) if isinstance(dim, IntDim) else ("a number", (int, float))
+    if isinstance(value, bool) or not isinstance(value, types):
+        return f"must be {kind}"
+    steps = (value - dim.low) / dim.step if dim.step else 0
+    if not (dim.low <= value <= dim.high and abs(steps - round(steps)) < 1e-8):
+        on_steps = f" on steps of {excerpt(dim.step)}" if dim.step not in (None, 1) else ""
+        return f"must be {kind} in [{excerpt(dim.low)}, {excerpt(dim.high)}]{on_steps}"
+    return None
+
+
+def _parents_first(search: dict[str, Any]) -> dict[str, Any]:
+    """The dimensions in the order they are suggested: each after the searched ones its `when:` names, otherwise as
+    listed. A mapping has no order (a tool that writes YAML may sort its keys), so only a cycle is an error."""
+    ordered, left = {}, dict(search)
+    while left:
+        ready = next((name for name, dim in left.items() if not set(dim.when or ()) & left.keys()), None)
+        if ready is None:
+            raise ValueError(f"`search`: the `when:` conditions form a cycle, {' -> '.join(_cycle(left))}: "
+                             "a dimension cannot depend on itself")
+        ordered[ready] = left.pop(ready)
+    return ordered
+
+
+def _cycle(left: dict[str, Any]) -> list[str]:
+    """A cycle among dimensions that each name another of them in `when:`, as [a, b, ..., a]."""
+    path = [next(iter(left))]
+    while path.count(path[-1]) < 2:
+        path.append(next(key for key in left[path[-1]].when if key in left))
+    return path[path.index(path[-1]):]
 
 
 def check_builder(spec: SweepSpec, allow_builder: bool) -> None:
@@ -407,24 +525,81 @@ def check_input_shape(spec: SweepSpec, sample_shape: tuple[int, ...]) -> None:
             raise SpecError(f"`model`: {error}") from None
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (nothing executes), made strict where the plain one is lenient or unbounded: a key given
+    twice is refused (the plain one keeps the last), nesting is bounded (PyYAML recurses per level), and `1e-3` is a
+    float as in YAML 1.2 (YAML 1.1 reads it as a string, which a strict number field would refuse)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        marks: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` is overridden by the keys beside it: that is its purpose
+            key = self.construct_object(key_node)
+            try:
+                first = marks.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {excerpt(key)} (first at line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+_SpecLoader.add_implicit_resolver(  # 1e-3, 2E5, 1.0e3
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a spec file; raise SpecError with one line naming the field and the bad value."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as e:
         raise SpecError(f"{path}: cannot read the spec file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: a spec is UTF-8 text, but byte {e.start + 1} is {e.object[e.start]:#04x}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+        data = yaml.load(text, Loader=_SpecLoader)
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: a value PyYAML cannot build (2001-13-45, 5,000 digits)
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # some of PyYAML's span lines
+        raise SpecError(f"{path}: invalid YAML{where}: {shorten(problem)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec is a mapping of fields, but got {type(data).__name__}")
+    _check_aliases(data, path)
     spec = parse_spec(data, source=str(path))
     spec._base_dir = path.resolve().parent
     return spec
+
+
+def _check_aliases(data: Any, path: Path) -> None:
+    """An alias repeats its anchor's value without copying it, so a few lines can stand for billions of values
+    ("billion laughs") that validation and messages would walk: refuse more than MAX_ALIASED repeated values."""
+    seen: set[int] = set()
+    stack, repeated = [(data, False)], 0
+    while stack:
+        value, again = stack.pop()
+        if isinstance(value, (dict, list)):
+            again = again or id(value) in seen
+            seen.add(id(value))
+            stack.extend((child, again) for child in (value if isinstance(value, list) else [*value, *value.values()]))
+        repeated += again
+        if repeated > MAX_ALIASED:
+            raise SpecError(f"{path}: YAML aliases repeat more than {MAX_ALIASED:,} values; write the values out")
 
 
 def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
@@ -435,7 +610,7 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
 
 
 def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
+    first = error.errors(include_url=False)[0]
     loc = [str(p) for p in first["loc"]]
     if len(loc) > 2 and loc[0] == "search" and loc[2] in ("float", "int", "categorical"):
         del loc[2]  # the union's tag says nothing the user wrote
@@ -444,12 +619,14 @@ def _one_line(error: ValidationError) -> str:
     if len(loc) > 1 and loc[0] == "pruner" and loc[1] in PRUNERS:
         del loc[1]
     msg = first["msg"].removeprefix("Value error, ")
+    field = shorten(".".join(loc)) or "spec"  # a key may be user text too
     if first["type"] == "extra_forbidden":
-        return f"`{'.'.join(loc)}`: unknown key"
+        return f"`{field}`: unknown key"
+    if first["type"] == "missing":
+        return f"`{field}`: a required field is missing"
     if msg.startswith("`"):
-        return msg if not loc else f"`{'.'.join(loc)}`: {msg}"
-    field = ".".join(loc) or "spec"
-    return f"`{field}`: {msg}, but got {first.get('input')!r}"
+        return msg if not loc else f"`{field}`: {msg}"
+    return f"`{field}`: {msg}, but got {excerpt(first.get('input'))}"
 
 
 def changed_field(stored: dict, current: dict, prefix: str = "") -> tuple[str, Any, Any] | None:

@@ -1,4 +1,4 @@
-"""The names fitgap uses everywhere: hyperparameters with their defaults, metrics, samplers, and which go together.
+"""Spec language: the names fitgap uses everywhere: hyperparameters with their defaults, metrics, samplers, and which go together.
 
 A hyperparameter can be searched (``search:``), fixed (``params:``) or left at its default. The defaults are the
 course's and are pinned by tests and listed in the README's defaults table. Pure data: no TensorFlow, no pydantic.
@@ -6,6 +6,8 @@ course's and are pinned by tests and listed in the README's defaults table. Pure
 
 from __future__ import annotations
 
+import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +51,10 @@ class Hyperparameter:
             return None if ok else "must be a list of positive integers (layer widths)"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be a {self.kind.__name__}"
-        if self.kind is int and value != int(value):
+        if self.kind is int and not isinstance(value, int):  # 3.0 would reach Keras as a float
             return "must be an integer"
+        if not finite(value):
+            return "must be a finite number"
         if self.minimum is not None:
             if self.exclusive_minimum and not value > self.minimum:
                 return f"must be > {self.minimum}"
@@ -62,6 +66,14 @@ class Hyperparameter:
             if not value <= self.maximum:
                 return f"must be <= {self.maximum}"
         return None
+
+
+def finite(value: int | float) -> bool:
+    """A number a float can hold (a YAML int can have hundreds of digits)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _unit_interval(default: float, doc: str) -> Hyperparameter:  # [0, 1)
@@ -171,3 +183,23 @@ def metrics_on_test_set(task: str) -> tuple[str, ...]:
 
 def default_direction(metric: str) -> str:
     return "maximize" if "accuracy" in metric and metric != "accuracy_gap" else "minimize"
+
+
+# How every message quotes a value that was given to fitgap: a bounded excerpt, never the whole input (a spec can be
+# 50 MB, a `--where` 3,000 parentheses).
+EXCERPT = 80
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = EXCERPT  # reprlib stops early: a huge value is never repr'd whole
+
+
+def shorten(text: str, limit: int = EXCERPT) -> str:
+    """`text` when it is at most `limit` characters, else its start and an ellipsis."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def excerpt(value: Any) -> str:
+    """The bad value as a message quotes it: its repr, shortened."""
+    try:
+        return shorten(_REPR.repr(value))
+    except ValueError:  # an int of more than 4300 digits has no repr
+        return f"a {type(value).__name__} too large to print"

@@ -13,12 +13,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_finish(session):
+    """Once the test modules are imported: tests that train in this process get the garbage collector the executor
+    process has after importing TensorFlow (`fitgap.training.process._freeze_imported_objects`)."""
+    if "tensorflow" in sys.modules:
+        from fitgap.training.process import _freeze_imported_objects
+
+        _freeze_imported_objects()
+
+
 @pytest.fixture(scope="session")
 def template_workspace(tmp_path_factory) -> Path:
-    from studies.stores import Stores
-    from studies.study import open_storage
-    from tracking.mlflow_sink import MlflowSink
-    from tracking.results import ResultsDB
+    from fitgap.studies.stores import Stores
+    from fitgap.studies.study import open_storage
+    from fitgap.tracking.mlflow_sink import MlflowSink
+    from fitgap.tracking.results import ResultsDB
 
     workspace = tmp_path_factory.mktemp("template") / "ws"
     stores = Stores.resolve(workspace=workspace)
@@ -41,7 +50,7 @@ def fitgap(*args: str, cwd: Path | None = None, env: dict | None = None, timeout
     """Run the real `fitgap` command in a process of its own."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "studies.cli", *args], cwd=cwd or ROOT, env=environment,
+    return subprocess.run([sys.executable, "-m", "fitgap.studies.cli", *args], cwd=cwd or ROOT, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 
 

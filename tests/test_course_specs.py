@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from studies.api import validate
-from sweeps.space import grid
+from fitgap.studies.api import validate
+from fitgap.sweeps.space import grid
 
 SPECS = Path(__file__).parent.parent / "sweeps" / "specs"
 COURSE = sorted((SPECS / "course").glob("*.yaml"))

@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_digits, load_iris
 
-from studies.cli import main
-from studies.keras.datasets import LOADERS, SHUFFLE_SEED, load_dataset
-from sweeps.dataset_spec import DatasetSpec
-from sweeps.spec import parse_spec
-from sweeps.vocabulary import DATASETS
+from fitgap.studies.cli import main
+from fitgap.data.datasets import LOADERS, SHUFFLE_SEED, load_dataset
+from fitgap.sweeps.dataset_spec import DatasetSpec
+from fitgap.sweeps.spec import parse_spec
+from fitgap.sweeps.vocabulary import DATASETS
 
 from conftest import snapshot
 

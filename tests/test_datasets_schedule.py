@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studies.keras.datasets import content_hash, load_dataset
-from studies.keras.schedule import batch_order, learning_rate_at
+from fitgap.data.datasets import content_hash, load_dataset
+from fitgap.training.steps import batch_order, epoch_learning_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,19 +73,19 @@ def test_dataset_arrays_are_read_only():
 def test_learning_rate_decays_per_epoch_from_the_initial_rate():
     params = {"learning_rate": 0.1, "decay_rate": 0.5, "decay_steps": 2, "staircase": False}
     expected = [0.1, 0.1 * 0.5**0.5, 0.05, 0.1 * 0.5**1.5, 0.025]
-    assert [learning_rate_at(params, e) for e in range(5)] == pytest.approx(expected, rel=1e-12)
+    assert [epoch_learning_rate(params, e, 1) for e in range(5)] == pytest.approx(expected, rel=1e-12)
 
 
 def test_staircase_decays_in_whole_steps():
     params = {"learning_rate": 0.1, "decay_rate": 0.5, "decay_steps": 2, "staircase": True}
     expected = [0.1, 0.1, 0.05, 0.05, 0.025]
-    assert [learning_rate_at(params, e) for e in range(5)] == pytest.approx(expected, rel=1e-12)
+    assert [epoch_learning_rate(params, e, 1) for e in range(5)] == pytest.approx(expected, rel=1e-12)
 
 
 def test_missing_schedule_params_fall_back_to_defaults():
     # learning_rate 0.01 and decay_rate 1.0 (no decay) are the vocabulary's defaults
-    assert learning_rate_at({}, 0) == learning_rate_at({}, 50) == pytest.approx(0.01)
-    assert learning_rate_at({"learning_rate": 0.2, "decay_rate": 0.9}, 3) == pytest.approx(0.2 * 0.9**3)
+    assert epoch_learning_rate({}, 0, 1) == epoch_learning_rate({}, 50, 1) == pytest.approx(0.01)
+    assert epoch_learning_rate({"learning_rate": 0.2, "decay_rate": 0.9}, 3, 1) == pytest.approx(0.2 * 0.9**3)
 
 
 def test_batch_order_is_a_permutation_fixed_by_seed_and_epoch():
@@ -99,7 +99,7 @@ def test_batch_order_is_a_permutation_fixed_by_seed_and_epoch():
 
 def test_datasets_and_schedule_do_not_import_tensorflow():
     code = (
-        "import sys, studies.keras.datasets, studies.keras.schedule; "
+        "import sys, fitgap.data.datasets, fitgap.training.steps; "
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

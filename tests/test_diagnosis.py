@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tracking import diagnosis
-from tracking.diagnosis import diagnose, overfit_onset
-from tracking.records import EpochRecord
+from fitgap.tracking import diagnosis
+from fitgap.tracking.diagnosis import diagnose, overfit_onset
+from fitgap.tracking.records import EpochRecord
 
 N = 100
 

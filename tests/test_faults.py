@@ -14,8 +14,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from studies.stores import Stores
-from tracking.results import ResultsDB
+from fitgap.studies.stores import Stores
+from fitgap.tracking.results import ResultsDB
 
 from conftest import ROOT, fitgap
 
@@ -48,7 +48,7 @@ def study(workspace, tmp_path):
         def start(self, spec, *args, env=None):
             environment = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))}
             environment.update(env or {})
-            return subprocess.Popen([sys.executable, "-m", "studies.cli", "launch", str(spec), "--workspace",
+            return subprocess.Popen([sys.executable, "-m", "fitgap.studies.cli", "launch", str(spec), "--workspace",
                                      str(workspace), "--cpu-slots", "1", *args], cwd=ROOT, env=environment,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     start_new_session=True)
@@ -81,7 +81,7 @@ def wait_for(condition, timeout=90.0, every=0.2):
 
 
 def executors_of(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "studies.executor"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "fitgap.training.process"], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
 
@@ -148,21 +148,30 @@ def test_killed_coordinator_resumes_with_nothing_lost(study):
     assert no_run_left_running(study, "kill-coordinator")
 
 
-def test_ctrl_c_records_running_trials_as_interrupted_and_exits_130(study):
-    launch = study.start(study.spec(spec_text("ctrl-c", epochs=3000, trials=3)))
-    wait_for(lambda: running(study.trials("ctrl-c")) and executors_of(launch.pid))
+@pytest.mark.parametrize("signum, reason, code", [(signal.SIGINT, "interrupted", 130),
+                                                   (signal.SIGTERM, "terminated (SIGTERM)", 143)])
+def test_ctrl_c_or_sigterm_records_running_trials_as_interrupted_and_exits_128_plus_the_signal(study, signum, reason,
+                                                                                                code):
+    """Ctrl-C: a terminal signals the whole foreground group; SIGTERM (`timeout`, `docker stop`, systemd): the
+    coordinator alone. Either way no trial and no MLflow run (the study's included) stays RUNNING."""
+    name = f"signal-{signum}"
+    launch = study.start(study.spec(spec_text(name, epochs=3000, trials=3)))
+    wait_for(lambda: running(study.trials(name)) and executors_of(launch.pid))
     executors = executors_of(launch.pid)
     time.sleep(1.0)
-    os.killpg(launch.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
+    if signum == signal.SIGINT:
+        os.killpg(launch.pid, signum)
+    else:
+        launch.send_signal(signum)
     out, err = launch.communicate(timeout=60)
-    assert launch.returncode == 130, err
-    assert "study ctrl-c:" in out and "interrupted" in err
-    trials = study.trials("ctrl-c")
+    assert launch.returncode == code, err
+    assert f"study {name}:" in out and reason in err and "Traceback" not in err
+    trials = study.trials(name)
     # The running trial, and any asked ahead while it trained: running for Optuna, interrupted, never retried.
-    assert trials and all(t.state.name == "FAIL" and t.user_attrs["fitgap.reason"] == "interrupted" for t in trials)
+    assert trials and all(t.state.name == "FAIL" and t.user_attrs["fitgap.reason"] == reason for t in trials)
     assert not any(t.user_attrs.get("fitgap.retry_of") is not None for t in trials)
     assert not any(alive(p) for p in executors)
-    assert no_run_left_running(study, "ctrl-c")
+    assert no_run_left_running(study, name)
 
 
 def test_fitgap_stop_lets_running_trials_finish(study):
@@ -260,3 +269,29 @@ def test_delete_removes_the_study_everywhere_and_frees_its_name(study):
     again = fitgap("launch", str(spec), "--workspace", str(study.stores.workspace))
     assert again.returncode == 0, again.stderr
     assert [t.state.name for t in study.trials("doomed")] == ["COMPLETE"]
+
+
+def test_simultaneous_launches_on_a_fresh_workspace_leave_one_coordinator_and_sound_stores(study, tmp_path):
+    """Four launches of one spec at the same moment on an empty folder: one runs, the others are refused in one line
+    before they write anything (stores are created only under the workspace's lock), and the stores stay sound."""
+    import sqlite3
+
+    fresh = tmp_path / "fresh"
+    spec = study.spec(spec_text("race", epochs=30, trials=1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))}
+    launches = [subprocess.Popen([sys.executable, "-m", "fitgap.studies.cli", "launch", str(spec), "--workspace",
+                                  str(fresh), "--cpu-slots", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in launches]
+    assert sorted(code for code, _ in results) == [0, 2, 2, 2], results
+    for code, err in results:
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1 and "in use by another fitgap coordinator" in err, err
+    for name in ("optuna.db", "mlflow.db", "results.db"):
+        with sqlite3.connect(fresh / name) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert not db.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp%'").fetchall()
+    again = fitgap("launch", str(spec), "--workspace", str(fresh), "--trials", "2")
+    assert again.returncode == 0, again.stderr
+    assert [t.state.name for t in optuna.load_study(study_name="race", storage=f"sqlite:///{fresh / 'optuna.db'}")
+            .get_trials()] == ["COMPLETE", "COMPLETE"]

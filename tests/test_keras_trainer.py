@@ -9,13 +9,13 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from studies.keras.complexity import count  # noqa: E402
-from studies.keras.datasets import load_dataset  # noqa: E402
-from studies.keras.model import build_model  # noqa: E402
-from studies.keras.schedule import batch_order, learning_rate_at  # noqa: E402
-from studies.keras.train import train  # noqa: E402
-from studies.protocol import TrialTask  # noqa: E402
-from sweeps.vocabulary import epoch_metrics  # noqa: E402
+from fitgap.training.complexity import count  # noqa: E402
+from fitgap.data.datasets import load_dataset  # noqa: E402
+from fitgap.training.model import build_model  # noqa: E402
+from fitgap.training.steps import batch_order, epoch_learning_rate  # noqa: E402
+from fitgap.training.reference import train  # noqa: E402
+from fitgap.studies.messages import TrialTask  # noqa: E402
+from fitgap.sweeps.vocabulary import epoch_metrics  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow
 
@@ -155,7 +155,7 @@ def test_short_training_reports_every_epoch_with_the_agreed_metrics():
         m = r.metrics
         assert set(m) == set(epoch_metrics("binary"))
         assert all(type(v) is float and math.isfinite(v) for v in m.values())
-        assert m["lr"] == pytest.approx(learning_rate_at(schedule, r.epoch))
+        assert m["lr"] == pytest.approx(epoch_learning_rate(schedule, r.epoch, 1))
         assert m["gap"] == pytest.approx(m["val_loss"] - m["loss"])
         assert m["accuracy_gap"] == pytest.approx(m["accuracy"] - m["val_accuracy"])
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["val_accuracy"] <= 1 and m["reg_loss"] > 0
@@ -202,7 +202,7 @@ def test_training_follows_fitgaps_batch_order_and_learning_rates():
         model = initial_model(5, **params)
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         for epoch in range(3):
-            lr = learning_rate_at(params, epoch)
+            lr = epoch_learning_rate(params, epoch, 1)
             order = order_of(epoch)
             for start in range(0, len(order), 32):  # 7 batches of 32, then one of 16
                 rows = order[start : start + 32]

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 
-from studies.stores import Stores
-from tracking.results import ResultsDB
+from fitgap.studies.stores import Stores
+from fitgap.tracking.results import ResultsDB
 
 from conftest import fitgap, snapshot
 
@@ -149,7 +151,7 @@ def test_reading_commands_never_import_tensorflow(launched):
     script = textwrap.dedent(f"""
         import sys
         from click.testing import CliRunner
-        from studies.cli import main
+        from fitgap.studies.cli import main
         for args in (["--help"], ["studies", "--workspace", {ws!r}], ["status", "e2e", "--workspace", {ws!r}],
                      ["best", "e2e", "--workspace", {ws!r}], ["validate", {str(launched["spec"])!r}]):
             result = CliRunner().invoke(main, args)
@@ -170,7 +172,7 @@ def test_fitgap_ui_serves_the_study_with_its_nested_runs(launched):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    ui = subprocess.Popen([sys.executable, "-m", "studies.cli", "ui", "e2e", "--port", str(port), "--workspace",
+    ui = subprocess.Popen([sys.executable, "-m", "fitgap.studies.cli", "ui", "e2e", "--port", str(port), "--workspace",
                            str(launched["workspace"])], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = ui.stdout.readline()  # printed only once the server answers
@@ -201,3 +203,30 @@ def test_fitgap_ui_serves_the_study_with_its_nested_runs(launched):
         ui.wait(timeout=30)
     with pytest.raises(ConnectionRefusedError):  # the server went with it: no orphan keeps the port
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+SHADOWS = {  # what a user's folder may hold: modules named like fitgap's folders, each failing if imported
+    **{f"{name}.py": f"raise ImportError('the user\\'s {name}.py was imported')\n"
+       for name in ("tracking", "studies", "training", "data")},
+    "sweeps/__init__.py": "raise ImportError('the user\\'s sweeps/ was imported')\n",
+}
+
+
+def test_modules_named_like_fitgaps_folders_in_the_working_directory_or_on_the_path_change_nothing(tmp_path,
+                                                                                                  template_workspace):
+    """A user's `tracking.py` or `sweeps/` beside the spec, and a foreign top-level `sweeps` package on the path
+    (W&B's sweep engine is on PyPI under that name): the launch, its executors and its tracking process run."""
+    here, foreign = tmp_path / "project", tmp_path / "site"
+    for folder in (here, foreign):
+        for relative, text in SHADOWS.items():
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).write_text(text)
+    (here / "spec.yaml").write_text(SPEC.replace("trials: 3", "trials: 1"))
+    shutil.copytree(template_workspace, here / "ws")
+    command = str(Path(sys.executable).with_name("fitgap"))  # the installed script, as a user runs it
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))} | {"PYTHONPATH": str(foreign)}
+    for args in (["validate", "spec.yaml"], ["launch", "spec.yaml", "--workspace", "ws", "--cpu-slots", "1"]):
+        result = subprocess.run([command, *args], cwd=here, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (args, result.stderr)
+    assert "1 COMPLETE" in result.stdout
+    assert "was imported" not in (here / "ws" / "logs" / "executor-0.log").read_text()

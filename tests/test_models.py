@@ -10,18 +10,19 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-import studies.keras.train as trainer  # noqa: E402
-from studies.keras.cnn import augmenter  # noqa: E402
-from studies.keras.complexity import count  # noqa: E402
-from studies.keras.datasets import load_dataset  # noqa: E402
-from studies.keras.decay import learning_rates  # noqa: E402
-from studies.keras.heads import HEADS  # noqa: E402
-from studies.keras.model import build_model  # noqa: E402
-from studies.keras.schedule import batch_order  # noqa: E402
-from studies.protocol import TrialTask  # noqa: E402
-from sweeps.space import suggest, trial_params  # noqa: E402
-from sweeps.spec import parse_spec  # noqa: E402
-from sweeps.vocabulary import INITIALIZERS, LOSSES_BY_TASK, TASK_METRICS, epoch_metrics  # noqa: E402
+import fitgap.training.core as core  # noqa: E402
+import fitgap.training.reference as trainer  # noqa: E402
+from fitgap.training.cnn import augmenter  # noqa: E402
+from fitgap.training.complexity import count  # noqa: E402
+from fitgap.data.datasets import load_dataset  # noqa: E402
+from fitgap.training.steps import learning_rates  # noqa: E402
+from fitgap.training.heads import HEADS  # noqa: E402
+from fitgap.training.model import build_model  # noqa: E402
+from fitgap.training.steps import batch_order  # noqa: E402
+from fitgap.studies.messages import TrialTask  # noqa: E402
+from fitgap.sweeps.space import suggest, trial_params  # noqa: E402
+from fitgap.sweeps.spec import parse_spec  # noqa: E402
+from fitgap.sweeps.vocabulary import INITIALIZERS, LOSSES_BY_TASK, TASK_METRICS, epoch_metrics  # noqa: E402
 
 from tiny import blobs, dataset, images, sales  # noqa: E402
 
@@ -41,12 +42,12 @@ def run(data=DOT, seed=0, objective=(), **overrides):
         models.append(build_model(*args, **kwargs))
         return models[-1]
 
-    original, trainer.build_model = trainer.build_model, keep
+    original, core.build_model = core.build_model, keep
     try:
         task = TrialTask("test", 0, params, seed=seed, dataset={}, data_dir=TESTS, objective=objective)
         outcome = trainer.train(task, data, lambda record: records.append(record) or False)
     finally:
-        trainer.build_model = original
+        core.build_model = original
     assert outcome.state == "COMPLETE", (outcome.reason, outcome.traceback)
     return outcome, records, models[-1] if models else None
 

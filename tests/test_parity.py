@@ -15,14 +15,16 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from studies.keras.compiled import train_compiled  # noqa: E402
-from studies.keras.datasets import load_dataset  # noqa: E402
-from studies.keras.inputs import model_inputs  # noqa: E402
-import studies.keras.fused as fused_module  # noqa: E402
-from studies.keras.fused import train_fused  # noqa: E402
-from studies.keras.fusion import MAX_K, choose_k, executor_for, fuse_group_key  # noqa: E402
-from studies.keras.train import train  # noqa: E402
-from studies.protocol import TrialTask  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from fitgap.training.compiled import train_batch as train_compiled  # noqa: E402
+from fitgap.data.datasets import load_dataset  # noqa: E402
+from fitgap.training.inputs import model_inputs  # noqa: E402
+import fitgap.training.fused as fused_module  # noqa: E402
+from fitgap.training.fused import train_batch as train_fused  # noqa: E402
+from fitgap.studies.choice import MAX_K, choose_k, executor_for, fuse_group_key, take_batch  # noqa: E402
+from fitgap.training.reference import train_batch as train  # noqa: E402
+from fitgap.studies.messages import TrialTask  # noqa: E402
 
 from tiny import blobs, dataset, images, sales  # noqa: E402
 
@@ -74,18 +76,23 @@ def task_of(name: str) -> TrialTask:
 
 
 def collect(trainer, tasks, data, stop=lambda record: False):
-    """Run `trainer` on tasks (a fused batch, or one by one); (outcomes, records by trial number)."""
+    """Run `trainer` on tasks (one by one; fused: in the batches the coordinator would send, `choice.take_batch`,
+    a trial that cannot fuse by its own executor); (outcomes, records by trial number)."""
     records: dict[int, list] = {task.number: [] for task in tasks}
 
     def on_epoch(record):
         records[record.trial].append(record)
         return stop(record)
 
-    if trainer is train_fused:
-        outcomes = train_fused(tasks, data, on_epoch)
-    else:
-        outcomes = [trainer(task, data, on_epoch) for task in tasks]
-    return outcomes, records
+    if trainer is not train_fused:
+        return trainer(tasks, data, on_epoch), records
+    trainers = {"fused": train_fused, "compiled": train_compiled, "keras": train}
+    waiting = [(replace(task, executor=executor_for(task.params, "fused")), 0) for task in tasks]
+    outcomes = {}
+    while waiting:
+        batch = [task for task, _ in take_batch(waiting, MAX_K)]
+        outcomes.update((o.number, o) for o in trainers[batch[0].executor](batch, data, on_epoch))
+    return [outcomes[task.number] for task in tasks], records
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +105,7 @@ def runs():
         mine = [name for name in names if VARIANTS[name][0] == data_name]
         batch = [tasks[name] for name in mine]
         for executor, trainer in (("keras", train), ("compiled", train_compiled), ("fused", train_fused)):
-            outcomes, records = collect(trainer, batch, data)  # fused: one call, grouped by optimizer inside
+            outcomes, records = collect(trainer, batch, data)  # fused: a batch per optimizer
             for name, task, outcome in zip(mine, batch, outcomes):
                 results[executor][0][name] = outcome
                 results[executor][1][name] = records[task.number]
@@ -220,6 +227,15 @@ def test_a_smaller_batch_reuses_a_wider_graph_and_trains_the_same():
     assert list(fused_module._GRAPHS) == graphs  # no new graph
     _, reference = collect(train, [small], DOT)
     np.testing.assert_allclose(curves(fused[small.number]), curves(reference[small.number]), rtol=RTOL)
+
+
+def test_a_fused_batch_is_one_fuse_group_or_refused():
+    """The coordinator sends one fuse group at a time (`choice.take_batch`): anything else is refused untrained."""
+    base, adam = task_of("base"), task_of("optimizer=adam")
+    dropout = TrialTask("parity", 99, {**BASE["dot"], "dropout": 0.2}, seed=0, dataset={})
+    for batch in ([base, adam], [dropout], [base, dropout], []):
+        with pytest.raises(ValueError, match="one fuse group"):
+            train_fused(batch, DOT, lambda record: False)
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's own, loading a model

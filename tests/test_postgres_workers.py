@@ -16,7 +16,7 @@ import optuna
 import psycopg
 import pytest
 
-from tracking.results import ResultsDB
+from fitgap.tracking.results import ResultsDB
 
 from conftest import fitgap
 
@@ -75,7 +75,7 @@ def test_two_workers_share_one_study_and_lose_nothing(databases, tracking_server
               "--tracking-uri", tracking_server]
     created = fitgap("create", str(spec), *stores, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
-    workers = [subprocess.Popen([sys.executable, "-m", "studies.cli", "worker", "shared", "--cpu-slots", "1",
+    workers = [subprocess.Popen([sys.executable, "-m", "fitgap.studies.cli", "worker", "shared", "--cpu-slots", "1",
                                  *stores], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outputs = [worker.communicate(timeout=300) for worker in workers]

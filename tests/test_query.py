@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from studies.cli import main
-from tracking import query
-from tracking.query import QueryError, export, known_studies, run_sql, trials_frame
-from tracking.records import EpochRecord, TrialRecord
-from tracking.results import ResultsDB, redact
+from fitgap.studies.cli import main
+from fitgap.tracking import readonly
+from fitgap.tracking.query import QueryError, export, known_studies, run_sql, trials_frame
+from fitgap.tracking.records import EpochRecord, TrialRecord
+from fitgap.tracking.results import ResultsDB, redact, sqlite_path
 
 from conftest import snapshot
 
@@ -105,10 +105,6 @@ def assert_refused(result, expected: str) -> str:
     assert len(lines) == 1, result.stderr
     assert expected in lines[0], lines[0]
     return lines[0]
-
-
-def sqlite_path(url: str) -> Path:
-    return Path(sa.make_url(url).database)
 
 
 def fingerprint(path: Path) -> tuple[str, int, int]:
@@ -368,10 +364,10 @@ def test_the_sqlite_authorizer_alone_refuses_them(tmp_path, statement):
     before = fingerprint(db)
 
     with pytest.raises(QueryError, match=r"only reading statements are allowed: .* \(SQLite refused [A-Z_]+"):
-        query._run_sqlite(db, statement.format(tmp=tmp_path), None)
+        readonly.run_sqlite(db, statement.format(tmp=tmp_path), None)
 
     assert fingerprint(db) == before and not (tmp_path / "x.db").exists()
-    assert query._run_sqlite(db, "SELECT count(*) FROM trials", None)[1] == [(len(TRIALS) + len(OTHER),)]
+    assert readonly.run_sqlite(db, "SELECT count(*) FROM trials", None)[1] == [(len(TRIALS) + len(OTHER),)]
 
 
 def test_queries_and_exports_leave_the_sqlite_file_untouched(sqlite_url, tmp_path):
@@ -417,12 +413,12 @@ def test_the_postgresql_connection_alone_refuses_them(postgres_url, statement, e
     """Below the pre-check: the read-only transaction and the extended protocol refuse by themselves."""
     before = pg_state(postgres_url)
     with pytest.raises(QueryError, match=expected):
-        query._run_postgresql(sa.make_url(postgres_url), postgres_url, statement, None)
+        readonly.run_postgresql(sa.make_url(postgres_url), postgres_url, statement, None)
     assert pg_state(postgres_url) == before
 
 
 def test_the_postgresql_api_reads_in_read_only_transactions(postgres_url):
-    engine = query._open(postgres_url)
+    engine = readonly.open_engine(postgres_url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SHOW transaction_read_only")).scalar() == "on"
     engine.dispose()
@@ -459,3 +455,20 @@ def test_bad_exports_are_one_line_and_write_nothing(sqlite_url, tmp_path):
     assert_refused(run("export", STUDY, "--format", "csv", "--out", str(tmp_path / "no" / "such.csv"),
                        "--results-url", sqlite_url), "cannot write")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["(" * 3000 + "best_gap < 1" + ")" * 3000, "not " * 3000 + "best_gap < 1",
+                                   "(" * 3000, "regularizer = '" + "x" * 100_000 + "' and"])
+def test_a_deeply_nested_or_huge_where_is_one_short_line(sqlite_url, where):
+    line = assert_refused(run("query", STUDY, "--results-url", sqlite_url, "--where", where), "where: ")
+    assert len(line) < 300, line
+    if where.startswith(("(" * 100, "not not")):
+        assert "at most 50 levels of `not` and parentheses" in line
+
+
+def test_fifty_levels_of_nesting_still_filter(sqlite_url):
+    where = "not " * 24 + "(" * 26 + "regularizer = 'l2'" + ")" * 26
+    frame = trials_frame(sqlite_url, STUDY, where=where)
+    assert len(frame) == sum(t.params["regularizer"] == "l2" for t in TRIALS)
+    with pytest.raises(QueryError, match="at most 50 levels"):
+        trials_frame(sqlite_url, STUDY, where="not " + where)

@@ -5,7 +5,6 @@ the HTML report rendered by headless Chromium."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import re
 import shutil
@@ -18,12 +17,12 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
-from studies.api import Rerun, create, launch, report, rerun
-from studies.stores import Stores
-from sweeps.spec import parse_spec
-from tracking.records import EpochRecord, TrialRecord
-from tracking.report import build_report, to_markdown, write_report
-from tracking.results import ResultsDB
+from fitgap.studies.api import Rerun, create, launch, report, rerun
+from fitgap.studies.stores import Stores
+from fitgap.sweeps.spec import parse_spec
+from fitgap.tracking.records import EpochRecord, TrialRecord
+from fitgap.tracking.report import build_report, to_markdown, write_report
+from fitgap.tracking.results import ResultsDB
 
 from conftest import fitgap
 
@@ -187,15 +186,6 @@ enqueue:
 """
 
 
-def saving_every_model(monkeypatch):
-    """Until the coordinator sets `TrialTask.save_model` from `save_models`, make every task ask for its model."""
-    import studies.coordinator
-    from studies.protocol import TrialTask
-
-    monkeypatch.setattr(studies.coordinator, "TrialTask",
-                        lambda *args, **kwargs: dataclasses.replace(TrialTask(*args, **kwargs), save_model=True))
-
-
 @pytest.fixture(scope="module")
 def small(template_workspace, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
@@ -203,9 +193,7 @@ def small(template_workspace, tmp_path_factory):
     shutil.copytree(template_workspace, workspace)
     spec = root / "small.yaml"
     spec.write_text(SMALL_SPEC)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        saving_every_model(monkeypatch)
-        summary = launch(spec, workspace=workspace, cpu_slots=1, save_models="best", plots="all")
+    summary = launch(spec, workspace=workspace, cpu_slots=1, save_models="best", plots="all")
     stores = Stores.resolve(workspace=workspace)
     return {"root": root, "workspace": workspace, "stores": stores, "summary": summary,
             "client": MlflowClient(tracking_uri=stores.tracking_uri)}
@@ -349,10 +337,9 @@ search:
 
 
 @pytest.mark.tensorflow
-def test_a_multi_objective_study_reports_its_pareto_front_and_keeps_its_models(workspace, tmp_path, monkeypatch):
+def test_a_multi_objective_study_reports_its_pareto_front_and_keeps_its_models(workspace, tmp_path):
     spec = tmp_path / "multi.yaml"
     spec.write_text(MULTI_SPEC)
-    saving_every_model(monkeypatch)
     summary = launch(spec, workspace=workspace, cpu_slots=1)
     front = sorted(t["number"] for t in summary.best)
     text = report("multi", tmp_path / "out", "md", workspace=workspace).read_text()

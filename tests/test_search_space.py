@@ -9,10 +9,10 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from studies.keras.inputs import model_inputs, standardizer
-from sweeps.space import grid, make_sampler, suggest, trial_params
-from sweeps.spec import SpecError, check_builder, check_input_shape, load_spec, parse_spec
-from sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, LOSSES, LOSSES_BY_TASK
+from fitgap.training.inputs import model_inputs, standardizer
+from fitgap.sweeps.space import grid, make_sampler, suggest, trial_params
+from fitgap.sweeps.spec import SpecError, check_builder, check_input_shape, load_spec, parse_spec
+from fitgap.sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, LOSSES, LOSSES_BY_TASK
 
 from tiny import dataset
 
@@ -50,6 +50,11 @@ PARENT_CHOICES = {"activation": ["relu", "leaky_relu"], "loss": ["mse", "asymmet
 LOW_HIGH = {"regularization_weight": (1e-4, 1e-2), "cost": (1.0, 9.0), "profit": (1.0, 9.0)}
 
 
+def weight_for(name: str) -> dict:
+    """l1_ratio's regularizers need a weight too (the default 0 trains without a penalty)."""
+    return {"regularization_weight": 0.01} if name == "l1_ratio" else {}
+
+
 def conditional_search(name: str, when: list | None) -> dict:
     parent, _ = CONDITIONS[name]
     low, high = LOW_HIGH.get(name, (0.1, 0.5))
@@ -67,7 +72,7 @@ def test_a_conditional_dimension_needs_its_when_and_exists_only_where_it_holds(n
     other = next(c for c in PARENT_CHOICES[parent] if c not in allowed)
     refused(f"`search.{name}` exists only when", task=task, search=conditional_search(name, [*allowed, other]))
 
-    spec = spec_with(task, search=conditional_search(name, list(allowed)))
+    spec = spec_with(task, search=conditional_search(name, list(allowed)), params=weight_for(name))
     seen = set()
     for params, optuna_params in sample(spec, n=60):
         holds = params[parent] in allowed
@@ -85,7 +90,7 @@ def test_a_conditional_hyperparameter_under_a_fixed_parent_that_excludes_it_is_r
     refused(f"`search.{name}` is used only when {parent} is one of {list(allowed)}, but {parent} is {other!r}",
             task=task, params={parent: other}, search={name: {"type": "float", "low": low, "high": high}})
     refused(f"`params.{name}` is used only when", task=task, params={parent: other, name: high})
-    spec_with(task, params={parent: allowed[0], name: high})  # a parent that allows it: fine
+    spec_with(task, params={parent: allowed[0], name: high, **weight_for(name)})  # a parent that allows it: fine
 
 
 def test_a_fixed_conditional_value_goes_only_where_its_searched_parent_allows_it():
@@ -98,10 +103,10 @@ def test_defaulted_conditional_hyperparameters_are_absent_where_they_do_not_appl
     params = trial_params(spec_with(), {})
     for name in CONDITIONS:  # relu, binary_crossentropy, no regularizer, sgd: none of them applies
         assert name not in params
-    params = trial_params(spec_with(params={"activation": "leaky_relu", "optimizer": "adam", "regularizer": "l1_l2"}),
-                          {})
+    params = trial_params(spec_with(params={"activation": "leaky_relu", "optimizer": "adam", "regularizer": "l1_l2",
+                                            "regularization_weight": 0.01}), {})
     assert (params["leaky_alpha"], params["beta_1"], params["beta_2"], params["l1_ratio"]) == (0.2, 0.9, 0.999, 0.5)
-    assert params["regularization_weight"] == 0.0 and "momentum" not in params and "rho" not in params
+    assert "momentum" not in params and "rho" not in params
 
 
 # ---- what fits the task -----------------------------------------------------------------------------------------------
@@ -270,7 +275,7 @@ epochs: 2
 
 
 def test_a_builder_spec_is_refused_unless_allowed(tmp_path, monkeypatch):
-    from studies.cli import main
+    from fitgap.studies.cli import main
 
     (tmp_path / "spec.yaml").write_text(BUILDER_SPEC)
     (tmp_path / "my_builders.py").write_text("raise SystemExit('imported')\n")  # never imported by validation

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from studies.executor import pin_device
-from studies.slots import Gpu, SlotError, discover_gpus, plan_slots
-from sweeps.pruning import HyperbandPruner, MedianPruner, SuccessiveHalvingPruner, report_epochs
+from fitgap.training.process import pin_device
+from fitgap.studies.slots import Gpu, SlotError, discover_gpus, plan_slots
+from fitgap.sweeps.pruning import HyperbandPruner, MedianPruner, SuccessiveHalvingPruner, report_epochs
 
 TWO_GPUS = [Gpu(0, 16000), Gpu(1, 8000)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from studies.keras.datasets import Dataset
+from fitgap.data.datasets import Dataset
 
 
 def dataset(task, x_train, y_train, x_val, y_val, x_test=None, y_test=None, n_classes=None, name="tiny") -> Dataset:

@@ -1,7 +1,8 @@
-"""Per-trial diagnosis from the epoch records alone: gaps, the epoch where overfitting sets in, and a verdict.
+"""Tracking side: a trial's diagnosis from its epoch records alone — gaps, the epoch where overfitting sets in, and a
+verdict. Never imports studies, training or TensorFlow.
 
-A pure function of a trial's curves (no storage, no TensorFlow), computed where the record is written, so that the
-results database and MLflow always agree.
+`diagnose` is a pure function of a trial's curves (no storage). The tracking process computes it once per trial and
+gives the same one to MLflow (tags) and the results database (columns), so the two always agree.
 
 Gaps. ``gap`` is the trial's own ``val_loss - loss`` (comparable only between trials with the same loss). The *fit
 gap* is loss-independent, so that the verdict means the same whatever the loss:

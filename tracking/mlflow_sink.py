@@ -1,23 +1,19 @@
-"""MLflow as a sink of finished trials: one experiment per study, a parent run per study, a nested run per trial.
+"""Tracking side: MLflow as a sink of finished trials — one experiment per study, a parent run per study, a nested
+run per trial. Never imports studies, training or TensorFlow.
 
 Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), and a trial's curves
-are written in a few `log_batch` calls when it ends (one call per point costs seconds per trial).
+are written in a few `log_batch` calls when it ends, not one call per point: each call is a round trip to the store.
 
 A trial's diagnosis (`tracking.diagnosis`) becomes `fitgap.*` tags. Its plots (learning curves, and the decision
-boundary when the executor sent `boundary.npz`) cost ~100 ms each to render: a plotting process renders and logs
-them (`tracking.plots.main`), so the coordinator only hands it the record; `flush()` waits for it (the study's
-close does).
+boundary when the executor sent `boundary.npz`) are rendered by a plotting process, which logs them itself
+(`tracking.plots.main`), so that rendering never delays the next trial's writes; `flush()` waits for it (the
+study's close does).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-import queue
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +22,10 @@ from typing import Any, Mapping
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
-from tracking.diagnosis import diagnose
-from tracking.records import TrialRecord
+from fitgap.channel import Child
+from fitgap.errors import UsageError
+from fitgap.tracking.diagnosis import Diagnosis, diagnose
+from fitgap.tracking.records import TrialRecord
 
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)  # store creation logs its migrations at INFO
@@ -38,10 +36,8 @@ _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100  # log_batch limits
 _log = logging.getLogger(__name__)
 
 
-class TrackingError(Exception):
+class TrackingError(UsageError):
     """MLflow cannot take this study (for example, its experiment was deleted)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -94,9 +90,10 @@ class MlflowSink:
         }
         return self.client.create_run(study.experiment_id, run_name=f"{name}-{number}", tags=tags).info.run_id
 
-    def finish_trial(self, record: TrialRecord, plot: bool = True) -> None:
+    def finish_trial(self, record: TrialRecord, plot: bool = True, diagnosis: Diagnosis | None = None) -> None:
         """Params, complexity, every epoch's metrics, tags and artifacts, then the final status; the plots, rendered
-        in the background, if `plot` (see `studies.study.StudyHandle.wants_plots`)."""
+        in the background, if `plot` (see `studies.study.StudyHandle.wants_plots`). `diagnosis`: the record's, when
+        the caller has it (the tracking process gives the results database the same one); else computed here."""
         run_id = record.mlflow_run_id
         now = int(time.time() * 1000)
         params = [Param(k, _text(v)) for k, v in record.params.items()]
@@ -111,7 +108,8 @@ class MlflowSink:
             tags["fitgap.best_epoch"] = record.best_epoch
         if record.reason:
             tags["fitgap.reason"] = record.reason[:5000]
-        diagnosis = diagnose(record.epochs, record.best_epoch)
+        if diagnosis is None:
+            diagnosis = diagnose(record.epochs, record.best_epoch)
         tags |= diagnosis.tags()
         render = plot and bool(record.epochs) and (self._plotter is None or self._plotter.has_room())
         if record.epochs:  # why a run has no learning_curves.png (`fitgap report` still plots the trials it shows)
@@ -186,69 +184,38 @@ def _text(value: Any) -> str:
     return str(value)[:6000]
 
 
-def feed_pipe(pending: queue.Queue, process: subprocess.Popen) -> bool:
-    """A feeder thread's work: write `pending`'s byte strings to the process's stdin until None comes, then close it.
-    False when the process went away first."""
-    alive = True
-    while alive and (data := pending.get()) is not None:
-        try:
-            process.stdin.write(data)
-            process.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            alive = False
-    try:
-        process.stdin.close()
-    except (BrokenPipeError, OSError):
-        pass
-    return alive
-
-
 class _Plotter:
-    """The plotting process (`python -m tracking.plots`): it gets the tracking URI, then (artifact URI, record,
-    overfit epoch) triples, pickled on its stdin, and logs each trial's PNGs to the run's artifacts — never the
-    tracking database, so it takes no lock the coordinator waits for. A process rather than a thread, niced: ~100 ms
-    of rendering per plot must not compete with the coordinator for the GIL. A feeder thread writes the pipe (a
-    400-epoch record is larger than a pipe's buffer, and the coordinator must not wait for a busy plotter). A plot that
-    fails is a warning on stderr, never a failed study. When trials end faster than their plots render (tiny models,
-    fused batches), plotting skips trials while MAX_IN_FLIGHT are not rendered yet (the process writes a byte on its
-    stdout per trial done), so that closing the study waits seconds, not minutes. It runs at nice 19, yet on two busy
-    cores it still took 12-17% of the CPU: hence `--plots best` by default."""
+    """The plotting process (`fitgap.tracking.plots`): it gets the tracking URI, then (artifact URI, record,
+    overfit epoch) triples (`fitgap.channel`), and logs each trial's PNGs to the run's artifacts — never the
+    tracking database, so it takes no lock the coordinator waits for. A process rather than a thread, niced: rendering
+    must not compete with the coordinator for the GIL. A plot that fails is a warning on
+    stderr, never a failed study. When trials end faster than their plots render (tiny models, fused batches),
+    plotting skips trials while MAX_IN_FLIGHT are not rendered yet (the process answers each trial's number once it
+    is done), so that closing the study waits seconds, not minutes. Even at nice 19 it takes a share of two busy
+    cores: hence `--plots best` by default."""
 
     MAX_IN_FLIGHT = 16
 
     def __init__(self, tracking_uri: str):
-        self.process = subprocess.Popen([sys.executable, "-m", "tracking.plots"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE)
-        self.pending: queue.Queue = queue.Queue()
         self.submitted = self.rendered = 0
-        self.feeder = threading.Thread(target=self._feed, daemon=True, name="fitgap-plots")
-        self.feeder.start()
-        threading.Thread(target=self._count, daemon=True, name="fitgap-plots-done").start()
-        self.pending.put(pickle.dumps(tracking_uri))  # on the pipe, not the command line: it may hold a password
+        self.child = Child("fitgap.tracking.plots", self._one_done, self._exited, name="fitgap-plots")
+        self.child.send(tracking_uri)  # on the pipe, not the command line: it may hold a password
 
     def has_room(self) -> bool:
         return self.submitted - self.rendered < self.MAX_IN_FLIGHT
 
-    def _count(self) -> None:
-        while self.process.stdout.read(1):
-            self.rendered += 1
+    def _one_done(self, number: int) -> None:
+        self.rendered += 1
+
+    def _exited(self, code: int) -> None:
+        if code != 0:
+            _log.warning("the plotting process ended (exit code %s): some trial plots are missing", code)
 
     def submit(self, artifact_uri: str, record: TrialRecord, overfit_epoch: int | None) -> None:
         self.submitted += 1
-        self.pending.put(pickle.dumps((artifact_uri, record, overfit_epoch), protocol=pickle.HIGHEST_PROTOCOL))
-
-    def _feed(self) -> None:
-        if not feed_pipe(self.pending, self.process):
-            _log.warning("the plotting process has exited (code %s): no more trial plots", self.process.poll())
+        self.child.send((artifact_uri, record, overfit_epoch))
 
     def close(self, timeout: float | None = None) -> None:
         """Wait for every submitted trial's plots (at most `timeout` seconds), then end the process."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.pending.put(None)
-        self.feeder.join(timeout)
-        try:
-            self.process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _log.warning("the plotting process took over %s s: stopped, some trial plots are missing", timeout)
-            self.process.kill()
-            self.process.wait()
+        self.child.close_input()
+        self.child.wait(timeout)

@@ -1,14 +1,14 @@
-"""PNG plots of trials and studies, rendered from records and plain arrays (matplotlib's Agg, no TensorFlow).
+"""Tracking side: PNG plots of trials and studies, rendered from records and plain arrays with matplotlib's Agg.
+Never imports studies, training or TensorFlow.
 
 Figures are made with `matplotlib.figure.Figure`, never pyplot: no global state. Every function returns the PNG's
-bytes. `python -m tracking.plots` is the plotting process of `tracking.mlflow_sink` (see `main`).
+bytes. `python -P -m fitgap.tracking.plots` is the plotting process of `tracking.mlflow_sink` (see `main`).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import pickle
 import sys
 import tempfile
 import traceback
@@ -224,26 +224,23 @@ def trial_plots(record, overfit_epoch: int | None) -> dict[str, bytes]:
 
 
 def main() -> None:
-    """The plotting process: the MLflow tracking URI, then (artifact URI, TrialRecord, overfit epoch) triples,
-    pickled on stdin until it closes; each trial's plots go to its run's artifact store (never the tracking
-    database); a byte on stdout says each trial is done."""
+    """The plotting process: the MLflow tracking URI, then (artifact URI, TrialRecord, overfit epoch) triples until
+    its input ends (`fitgap.channel`); each trial's plots go to its run's artifact store (never the tracking
+    database), and its number goes back once it is done."""
     import os
     import signal
 
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+    from fitgap.channel import child_ends, receive, send
+
     if hasattr(os, "nice"):
         os.nice(19)  # the coordinator, the tracking process and the executors come first
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's; this process ends with its input
-    done = os.fdopen(os.dup(1), "wb")  # the real stdout says "done"; anything a library prints goes to stderr
-    os.dup2(2, 1)
-    stream = sys.stdin.buffer
-    tracking_uri = pickle.load(stream)
-    while True:
-        try:
-            artifact_uri, record, overfit_epoch = pickle.load(stream)
-        except EOFError:
-            return
+    inbox, done = child_ends()
+    tracking_uri = receive(inbox)
+    while (message := receive(inbox)) is not None:
+        artifact_uri, record, overfit_epoch = message
         try:
             with tempfile.TemporaryDirectory(prefix="fitgap-plots-") as folder:
                 for name, content in trial_plots(record, overfit_epoch).items():
@@ -252,8 +249,7 @@ def main() -> None:
         except Exception:
             print(f"fitgap: warning: no plots for trial {record.number} of {record.study}:\n{traceback.format_exc()}",
                   file=sys.stderr)
-        done.write(b".")
-        done.flush()
+        send(done, record.number)
 
 
 if __name__ == "__main__":

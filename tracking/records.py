@@ -1,4 +1,5 @@
-"""The records that cross package borders: plain frozen dataclasses, nothing else.
+"""Tracking side: the records that cross package borders — plain frozen dataclasses, nothing else. Never imports
+studies, training or TensorFlow.
 
 Executors produce them, the coordinator completes them, and tracking stores them. They hold only builtins, so they
 pickle across processes and rebuild anything (a model, a plot) from data alone.

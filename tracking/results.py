@@ -1,9 +1,14 @@
-"""The results database: one row per finished trial, its params and its per-epoch metrics, easy to query with SQL.
+"""Tracking side: the results database, one row per finished trial, its params and its per-epoch metrics, easy to
+query with SQL. Never imports studies, training or TensorFlow.
 
-The schema lives here as SQLAlchemy Core tables; changes to it are Alembic migrations in ``tracking/migrations``
-(run by :class:`ResultsDB`, never ad hoc). Works on SQLite and PostgreSQL. The table names (``trials``,
-``trial_params``) are also Optuna's, so keep the results in their own SQLite file or PostgreSQL database/schema
-(a search_path can be given in the URL: ``?options=-csearch_path%3Dfitgap``).
+The schema lives here as SQLAlchemy Core tables, its names taken from `sweeps.vocabulary` (every hyperparameter and
+metric has a column); changes to it are Alembic migrations in ``tracking/migrations`` (run by :class:`ResultsDB`,
+never ad hoc), which a test compares with these tables. Works on SQLite and PostgreSQL. The table names
+(``trials``, ``trial_params``) are also Optuna's, so keep the results in their own SQLite file or PostgreSQL
+database/schema (a search_path can be given in the URL: ``?options=-csearch_path%3Dfitgap``).
+
+Database URLs are handled here for every fitgap store: :func:`redact` (never print a password), :func:`parse_url`
+(refuse what is not one) and :func:`sqlite_path` (the file a SQLite URL names).
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from tracking.diagnosis import diagnose
-from tracking.records import FINISHED_STATES, TrialRecord
+from fitgap.errors import UsageError
+from fitgap.sweeps.vocabulary import COMPLEXITY_METRICS, EPOCH_METRICS, HYPERPARAMETERS, TEST_METRICS
+from fitgap.tracking.diagnosis import Diagnosis, diagnose
+from fitgap.tracking.records import FINISHED_STATES, TrialRecord
 
 # The latest migration in tracking/migrations/versions. Comparing it with the version table is a single query,
 # far cheaper than loading Alembic just to learn that there is nothing to do (a test pins it to Alembic's head).
@@ -49,42 +56,10 @@ SCHEMA_REVISION = "0003"
 VERSION_TABLE = "fitgap_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-# Copies of the names in sweeps/vocabulary.py (tracking never imports sweeps; a test keeps them in step).
-METRICS = ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap", "reg_loss", "lr",
-           "ce", "val_ce", "mse", "val_mse", "mae", "val_mae")
-COMPLEXITY = ("params_total", "params_trainable", "macs", "params_non_trainable")
-TEST_METRICS = ("test_loss", "test_bce", "test_ce", "test_mse", "test_mae", "test_accuracy")
-# Params with a column of their own in `trials`; every param, these included, is also a row of `trial_params`.
-PARAM_COLUMNS = {
-    "learning_rate": Float,
-    "decay_rate": Float,
-    "decay_steps": Integer,
-    "staircase": Boolean,
-    "activation": Text,
-    "leaky_alpha": Float,
-    "loss": Text,
-    "regularizer": Text,
-    "regularization_weight": Float,
-    "optimizer": Text,
-    "epochs": Integer,
-    "batch_size": Integer,
-    "hidden": Text,  # JSON list of layer widths
-    "decay_unit": Text,
-    "cost": Float,
-    "profit": Float,
-    "l1_ratio": Float,
-    "dropout": Float,
-    "momentum": Float,
-    "rho": Float,
-    "beta_1": Float,
-    "beta_2": Float,
-    "initializer": Text,
-    "standardize": Boolean,
-    "early_stopping": Integer,
-    "depth": Integer,
-    "width": Integer,
-    "model_kind": Text,
-}
+_COLUMN_TYPES = {float: Float, int: Integer, bool: Boolean, str: Text, list: Text}  # a list as JSON
+# Params with a column of their own in `trials`: every hyperparameter, and the model's kind (`model.kind`);
+# every param, these included, is also a row of `trial_params`.
+PARAM_COLUMNS = {name: _COLUMN_TYPES[hp.kind] for name, hp in HYPERPARAMETERS.items()} | {"model_kind": Text}
 
 metadata = MetaData()
 
@@ -99,10 +74,10 @@ trials = Table(
     Column("value", Float),
     Column("values_json", Text),
     *(Column(name, type_) for name, type_ in PARAM_COLUMNS.items()),
-    *(Column(name, BigInteger) for name in COMPLEXITY),  # a conv net's MACs overflow 32 bits
+    *(Column(name, BigInteger) for name in COMPLEXITY_METRICS),  # a conv net's MACs overflow 32 bits
     Column("best_epoch", Integer),
-    *(Column(f"best_{m}", Float) for m in METRICS),
-    *(Column(f"final_{m}", Float) for m in METRICS),
+    *(Column(f"best_{m}", Float) for m in EPOCH_METRICS),
+    *(Column(f"final_{m}", Float) for m in EPOCH_METRICS),
     *(Column(m, Float) for m in TEST_METRICS),  # on the test set, never used for selection
     Column("repeats", Integer),  # trainings of the parameter set with different seeds; value is their mean
     Column("value_std", Float),  # the spread of the first objective over the repeats
@@ -114,7 +89,7 @@ trials = Table(
     Column("duration_s", Float),
     Column("mlflow_run_id", Text),
     Column("executor", Text),  # keras, compiled or fused
-    # The diagnosis (tracking/diagnosis.py), computed from the epochs as the trial is written.
+    # The diagnosis (tracking/diagnosis.py) of the trial's epochs.
     Column("verdict", Text),  # underfit, good_fit or overfit
     Column("verdict_reason", Text),
     Column("overfit_epoch", Integer),  # where overfitting set in; NULL: it did not
@@ -144,18 +119,16 @@ epochs = Table(
     metadata,
     Column("trial_id", Integer, ForeignKey("trials.id", ondelete="CASCADE", name="fk_epochs_trial_id")),
     Column("epoch", Integer),
-    *(Column(m, Float) for m in METRICS),
+    *(Column(m, Float) for m in EPOCH_METRICS),
     PrimaryKeyConstraint("trial_id", "epoch", name="pk_epochs"),
 )
 
 
-class ResultsError(Exception):
+class ResultsError(UsageError):
     """The results database cannot be opened (the message names it, password redacted), or a record is refused.
 
     Failures of the database itself while writing or reading are SQLAlchemy's own errors.
     """
-
-    exit_code = 2
 
 
 def redact(url: str) -> str:
@@ -169,6 +142,38 @@ def redact(url: str) -> str:
     return u.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
+def parse_url(url: str, error: type[UsageError] = ResultsError) -> URL:
+    """`url` parsed, else `error` saying it is not a database URL (without its password)."""
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise error(f"not a database URL: {redact(url)}") from None
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file a SQLite URL names, or None: another backend, an in-memory database, or a URL that does not parse
+    (whoever opens it says why). ``sqlite:///file:path?mode=ro&uri=true`` names ``path``."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        if parsed.query.get("mode") == "memory":
+            return None
+        database = database.removeprefix("file:").split("?")[0]
+    return Path(database)
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of a database error (the driver's message, not SQLAlchemy's wrapping): short, and free of the
+    URL."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class ResultsDB:
     """The results database of fitgap: the coordinator writes it, queries and reports read it.
 
@@ -180,20 +185,17 @@ class ResultsDB:
     - Times (``started_at``, ``finished_at``) are float unix seconds, as in :class:`TrialRecord`: exact and
       the same on every backend. A NaN metric (a diverged training) is stored as NULL, as SQLite has no NaN.
     - Params with a column of their own (:data:`PARAM_COLUMNS`) are in ``trials``, NULL when the trial did not
-      have them; every param, JSON-encoded, is a row of ``trial_params``. Metrics not in :data:`METRICS` are
+      have them; every param, JSON-encoded, is a row of ``trial_params``. Metrics not in ``EPOCH_METRICS`` are
       not stored; a metric the trial's task does not measure (``accuracy`` for regression, ``mse`` for
-      classification...) is NULL. Test-set metrics (:data:`TEST_METRICS`) are columns of ``trials``.
-    - The trial's diagnosis (verdict, overfitting onset, loss-independent fit gaps: ``tracking.diagnosis``) is
-      computed from its epochs here, so every writer stores the same one.
+      classification...) is NULL. Test-set metrics (``TEST_METRICS``) are columns of ``trials``.
+    - The trial's diagnosis (verdict, overfitting onset, loss-independent fit gaps: ``tracking.diagnosis``) is the
+      one given to ``write_trial`` (the tracking process's, which MLflow gets too), else computed from its epochs.
     """
 
     def __init__(self, url: str, create: bool = True):
         self.url = redact(url)
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ResultsError(f"not a database URL: {self.url}") from None
-        path = _sqlite_path(parsed)
+        parsed = parse_url(url)
+        path = sqlite_path(parsed)
         if path is not None and not create and not path.exists():
             raise ResultsError(f"no results database at {self.url}")
         if path is not None and create:
@@ -201,13 +203,13 @@ class ResultsDB:
         try:
             self._engine = _engine(parsed)  # ImportError when the driver is not installed
         except (SQLAlchemyError, ImportError) as exc:
-            raise ResultsError(f"cannot open the results database at {self.url}: {_reason(exc)}") from exc
+            raise ResultsError(f"cannot open the results database at {self.url}: {error_line(exc)}") from exc
         try:
             self._open(create)
         except BaseException as exc:
             self._engine.dispose()
             if isinstance(exc, SQLAlchemyError):
-                raise ResultsError(f"cannot open the results database at {self.url}: {_reason(exc)}") from exc
+                raise ResultsError(f"cannot open the results database at {self.url}: {error_line(exc)}") from exc
             raise
 
     def _open(self, create: bool) -> None:
@@ -235,11 +237,12 @@ class ResultsDB:
             if revision != SCHEMA_REVISION:
                 _migrate(conn)
 
-    def write_trial(self, record: TrialRecord) -> None:
+    def write_trial(self, record: TrialRecord, diagnosis: Diagnosis | None = None) -> None:
         if record.state not in FINISHED_STATES:
             raise ResultsError(f"a stored trial must be one of {FINISHED_STATES}, but got {record.state=}")
         best, final, params = record.best, record.final, record.params
-        diagnosis = diagnose(record.epochs, record.best_epoch)
+        if diagnosis is None:
+            diagnosis = diagnose(record.epochs, record.best_epoch)
         row = {
             "study": record.study,
             "number": record.number,
@@ -248,10 +251,10 @@ class ResultsDB:
             "value": _num(record.values[0]) if record.values else None,
             "values_json": None if record.values is None else json.dumps(list(record.values)),
             **{name: params.get(name) for name in PARAM_COLUMNS},
-            **{name: record.complexity.get(name) for name in COMPLEXITY},
+            **{name: record.complexity.get(name) for name in COMPLEXITY_METRICS},
             "best_epoch": record.best_epoch,
-            **{f"best_{m}": _num(best.get(m)) for m in METRICS},
-            **{f"final_{m}": _num(final.get(m)) for m in METRICS},
+            **{f"best_{m}": _num(best.get(m)) for m in EPOCH_METRICS},
+            **{f"final_{m}": _num(final.get(m)) for m in EPOCH_METRICS},
             **{m: _num(record.test_metrics.get(m)) for m in TEST_METRICS},
             "repeats": record.repeats,
             "value_std": _num(record.value_std),
@@ -281,7 +284,7 @@ class ResultsDB:
                 for name, value in params.items()
             ]
             epoch_rows = [
-                {"trial_id": trial_id, "epoch": e.epoch, **{m: _num(e.metrics.get(m)) for m in METRICS}}
+                {"trial_id": trial_id, "epoch": e.epoch, **{m: _num(e.metrics.get(m)) for m in EPOCH_METRICS}}
                 for e in record.epochs
             ]
             # An empty list would insert one row of defaults: skip instead.
@@ -345,18 +348,6 @@ def _engine(url: URL) -> Engine:
     return engine
 
 
-def _sqlite_path(url: URL) -> Path | None:
-    """The file of a SQLite URL, or None for another backend or an in-memory database."""
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:"):  # sqlite:///file:path?mode=ro&uri=true
-        if url.query.get("mode") == "memory":
-            return None
-        database = database.removeprefix("file:").split("?")[0]
-    return Path(database)
-
-
 def _revision(conn: Connection) -> str | None:
     if not inspect(conn).has_table(VERSION_TABLE):
         return None
@@ -380,9 +371,3 @@ def _num(value: float | None) -> float | None:
 
 def _param_num(value: Any) -> float | None:
     return _num(float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of the driver's message: short, and free of the URL."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

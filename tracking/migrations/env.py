@@ -6,7 +6,7 @@ no logging configuration). The version table is fitgap's own: Optuna and MLflow 
 
 from alembic import context
 
-from tracking.results import VERSION_TABLE
+from fitgap.tracking.results import VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,4 +1,5 @@
-"""What the model is fed, from the dataset's arrays and the params (numpy only, no TensorFlow).
+"""TensorFlow side: what the model is fed, from the dataset's arrays and the params (numpy only, no TensorFlow
+import).
 
 - `standardize`: every input value (feature, or pixel and channel) to mean 0 and std 1 using the statistics of the
   training split only, applied alike to validation and test; a value constant in the training split (std 0, e.g. the
@@ -12,8 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sweeps.spec import image_shape_for
-from sweeps.vocabulary import HYPERPARAMETERS
+from fitgap.sweeps.spec import image_shape_for
+from fitgap.sweeps.vocabulary import HYPERPARAMETERS
 
 
 def standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

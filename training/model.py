@@ -1,4 +1,5 @@
-"""The model a trial trains, built from a plain params dict, so any stored trial can be rebuilt from the results database.
+"""TensorFlow side: the model a trial trains, built from a plain params dict, so any stored trial can be rebuilt
+from the results database.
 
 `params["model_kind"]` picks the builder (`MODEL_KINDS`; absent means mlp): every kind is made of the same pieces
 (`parts.Parts`: activation, initializer, kernel regularizer, dropout) and ends with the output layer of the head for the
@@ -11,11 +12,11 @@ from typing import Any, Callable, Mapping
 
 import keras
 
-from studies.keras.builder import Kit, build_user_model
-from studies.keras.cnn import build_cnn
-from studies.keras.heads import head_for
-from studies.keras.parts import Parts, choose, param
-from studies.keras.parts import validate as check_parts
+from fitgap.training.builder import Kit, build_user_model
+from fitgap.training.cnn import build_cnn
+from fitgap.training.heads import head_for
+from fitgap.training.parts import Parts, choose, param
+from fitgap.training.parts import validate as check_parts
 
 Params = Mapping[str, Any]
 
@@ -56,7 +57,7 @@ def build_model(params: Params, input_shape: int | tuple[int, ...], task: str = 
 MODEL_KINDS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}
 
 # Keras's implementations; what the spec does not set keeps Keras's default (epsilon 1e-7; Adagrad starts its
-# accumulator at 0.1). The learning rate is a float or fitgap's per-step schedule (`train._StepRates`).
+# accumulator at 0.1). The learning rate is a float or fitgap's per-step schedule (`reference._StepRates`).
 OPTIMIZERS: dict[str, Callable[[Params, Any], keras.optimizers.Optimizer]] = {
     "sgd": lambda params, rate: keras.optimizers.SGD(learning_rate=rate),
     "sgdm": lambda params, rate: keras.optimizers.SGD(learning_rate=rate, momentum=float(param(params, "momentum"))),

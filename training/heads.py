@@ -1,5 +1,6 @@
-"""The output layer and the data loss of a trial, per (task, loss) — the table `HEADS` — and the loss-independent
-metrics each task reports (`vocabulary.TASK_METRICS`), measured the same way whatever the loss.
+"""TensorFlow side: the output layer and the data loss of a trial, per (task, loss) — the table `HEADS` — and the
+loss-independent metrics each task reports (`vocabulary.TASK_METRICS`, computed by `TASK_MEASURES`), measured the
+same way whatever the loss.
 
 | task       | loss                                   | output layer                 | target the loss sees     |
 |------------|----------------------------------------|------------------------------|--------------------------|
@@ -23,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from studies.keras.parts import param
-from sweeps.vocabulary import DEFAULT_LOSS
+from fitgap.training.parts import param
+from fitgap.sweeps.vocabulary import DEFAULT_LOSS
 
 EPSILON = 1e-7  # probabilities are clipped to [eps, 1 - eps] before a log
 

@@ -1,14 +1,19 @@
-"""The `fused` executor: K mlp trials trained together in one graph, their weights stacked on a leading trial axis.
+"""TensorFlow side: the fused executor, K mlp trials of one fuse group trained together in one graph, their weights
+stacked on a leading trial axis.
 
-Each member is the trial `train.train` would train: its Keras model is built by `stepping.start_trial` (its own seed:
-its own initial weights) and only read for its initial weights and complexity; each member visits its own
-`schedule.batch_order` and reads its own per-step rate from `decay.step_table`. In the graph a Dense layer is a
-batched matmul over the trial axis. Per member, as tensors: learning rate, decay, regularizer weights (l1, l2 — so any
-regularizer type), optimizer hyperparameters, leaky_alpha; per member, by selection among the kinds present in the
-batch (`tf.where` on a trial mask): activation, loss (with its output activation and task metrics). Narrower hidden
-layers are zero-padded to the batch's widest and their padding is masked to zero after the activation, so padded
-units neither compute nor learn. Grouped (must be equal in a batch, `fusion.fuse_group_key`): depth, optimizer kind,
-batch size, epochs, standardize.
+Contract: `train_batch(tasks, data, on_epoch)` trains one fuse group (`fitgap.studies.choice.fuse_group_key`: equal
+for every task, never None; `choice.take_batch` makes such batches) and returns one outcome per task, in order;
+any other batch is a ValueError. Records, states and reasons are those the reference executor gives each member
+alone: every member goes through the trial core (`core.start_trial`, `core.EpochRule`, the outcomes), and
+`on_epoch(record)` gets every member's records (`record.trial` says whose), each member's epochs in order.
+
+Each member's Keras model (its own seed: its own initial weights) is only read for its initial weights and
+complexity; each member visits its own `steps.batch_order` and reads its own per-step rate from `steps.step_table`.
+In the graph a Dense layer is a batched matmul over the trial axis. Per member, as tensors: learning rate, decay,
+regularizer weights (l1, l2 — so any regularizer type), optimizer hyperparameters, leaky_alpha; per member, by
+selection among the kinds present in the batch (`tf.where` on a trial mask): activation, loss (with its output
+activation and task metrics). Narrower hidden layers are zero-padded to the batch's widest and their padding is
+masked to zero after the activation, so padded units neither compute nor learn.
 
 A member that stops (pruned, failed, early-stopped) is frozen by a per-trial mask: its weights and optimizer state no
 longer change, its later measurements are ignored, and the others go on unchanged (nothing mixes across the trial
@@ -20,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import math
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,69 +32,42 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from studies.keras.decay import step_table
-from studies.keras.fusion import executor_for, fuse_group_key
-from studies.keras.heads import HEADS, TASK_MEASURES, Head
-from studies.keras.parts import param
-from studies.keras.schedule import batch_order
-from studies.keras.stepping import (
-    OPTIMIZER_RULES, EpochWatch, TrialStart, along, finish_trial, initial_slots, optimizer_hyperparameters, penalty,
-    regularizer_weights, start_trial,
+from fitgap.studies.choice import fuse_group_key
+from fitgap.studies.messages import TrialOutcome, TrialTask
+from fitgap.sweeps.vocabulary import DEFAULT_LOSS
+from fitgap.tracking.records import EpochRecord
+from fitgap.training.core import EpochRule, TrialStart, failed_outcome, start_trial, trained_outcome
+from fitgap.training.heads import HEADS, TASK_MEASURES, Head
+from fitgap.training.optimizers import (
+    OPTIMIZER_RULES, along, initial_slots, optimizer_hyperparameters, penalty, regularizer_weights,
 )
-from studies.keras.train import _one_line
-from studies.protocol import TrialOutcome, TrialTask
-from sweeps.vocabulary import DEFAULT_LOSS, TASK_METRICS
-from tracking.records import EpochRecord
+from fitgap.training.parts import param
+from fitgap.training.steps import batch_order, step_table
 
+EXECUTOR = "fused"
 JIT = True  # XLA: one compile per batch composition, then every epoch of every batch like it runs compiled
 _GRAPHS: dict[tuple, "_Graphs"] = {}
 _MAX_GRAPHS = 8
 
 
-def train_fused(tasks: Sequence[TrialTask], data, on_epoch: Callable[[EpochRecord], bool]) -> list[TrialOutcome]:
-    """Train `tasks` together; one outcome per task, in their order.
-
-    `on_epoch(record)` gets every member's records (`record.trial` says whose), each member's epochs in order; True
-    stops that member alone (PRUNED, "stopped at epoch e"). Tasks with different `fusion.fuse_group_key`s are trained
-    as separate fused groups; a task that cannot fuse is trained alone by the best executor that can
-    (`fusion.executor_for`), and its outcome says which. Like `train.train`, never raises for a trial's own problem.
-    """
+def train_batch(tasks: Sequence[TrialTask], data, on_epoch: Callable[[EpochRecord], bool]) -> list[TrialOutcome]:
+    """Train one fuse group together; one outcome per task, in their order (see the module docstring)."""
     numbers = [task.number for task in tasks]
     if len(set(numbers)) != len(numbers):
         raise ValueError(f"a fused batch holds one training per trial, but got trial numbers {numbers}")
-    outcomes: dict[int, TrialOutcome] = {}
-    groups: dict[tuple, list[TrialTask]] = {}
-    for task in tasks:
-        key = fuse_group_key(task.params)
-        if key is None:
-            outcomes[task.number] = _alone(task, data, on_epoch)
-        else:
-            groups.setdefault(key, []).append(task)
-    for group in groups.values():
-        outcomes.update(_train_group(group, data, on_epoch))
+    keys = {fuse_group_key(task.params) for task in tasks}
+    if len(keys) != 1 or None in keys:
+        raise ValueError(f"a fused batch is one fuse group (choice.fuse_group_key), but got the keys "
+                         f"{sorted(keys, key=repr)}")
+    outcomes = _train_group(list(tasks), data, on_epoch)
     return [outcomes[number] for number in numbers]
-
-
-def _alone(task: TrialTask, data, on_epoch) -> TrialOutcome:
-    if executor_for(task.params, data, "compiled") == "compiled":
-        from studies.keras.compiled import train_compiled
-
-        return train_compiled(task, data, on_epoch)
-    from studies.keras.train import train
-
-    return train(task, data, on_epoch)
-
-
-def _failed(task: TrialTask, error: Exception, complexity=None, artifacts=None) -> TrialOutcome:
-    return TrialOutcome(task.number, "FAIL", complexity or {}, reason=_one_line(error),
-                        traceback=traceback.format_exc(), artifacts=artifacts or {}, executor="fused")
 
 
 @dataclass(eq=False)
 class _Member:
     task: TrialTask
     start: TrialStart
-    watch: EpochWatch | None = None
+    rule: EpochRule | None = None
     outcome: TrialOutcome | None = None
 
 
@@ -102,13 +79,13 @@ def _train_group(tasks: list[TrialTask], data, on_epoch) -> dict[int, TrialOutco
         try:
             members.append(_Member(task, start_trial(task, data, collect_garbage=False)))
         except Exception as error:  # a member that cannot be built fails alone
-            outcomes[task.number] = _failed(task, error)
+            outcomes[task.number] = failed_outcome(task, error, EXECUTOR)
     if members:
         try:
             _Batch(members, data).run(on_epoch)
         except Exception as error:  # the batch itself broke: every member not yet finished fails with it
             for m in members:
-                m.outcome = m.outcome or _failed(m.task, error, m.start.complexity, m.start.artifacts)
+                m.outcome = m.outcome or failed_outcome(m.task, error, EXECUTOR, m.start)
         outcomes.update({m.task.number: m.outcome for m in members})
     return outcomes
 
@@ -180,8 +157,9 @@ class _Batch:
         self.plan = plan = self.graphs.plan
         padded = [m.task.params for m in members] + [first] * (plan.k - len(members))  # padding: frozen copies
         self.weights = [tf.constant(w) for w in _stacked([m.start for m in members], plan.widths, plan.k)]
-        rule = OPTIMIZER_RULES[param(first, "optimizer")]
-        self.slots = [[tf.constant(s) for s in per] for per in initial_slots(rule, [w.numpy() for w in self.weights])]
+        optimizer = OPTIMIZER_RULES[param(first, "optimizer")]
+        starts = initial_slots(optimizer, [w.numpy() for w in self.weights])
+        self.slots = [[tf.constant(s) for s in per] for per in starts]
         self.masks = [tf.constant(mask) for mask in _masks(members, plan)]
         self.hyper = self._per_trial(padded)
         self.active = np.arange(plan.k) < len(members)  # padding never trains
@@ -212,7 +190,7 @@ class _Batch:
 
     def run(self, on_epoch: Callable[[EpochRecord], bool]) -> None:
         for i, m in enumerate(self.members):
-            m.watch = EpochWatch(m.task, self.data.task, self.steps, on_epoch, lambda i=i: self.member_weights(i))
+            m.rule = EpochRule(m.task, self.data.task, self.steps, on_epoch, lambda i=i: self.member_weights(i))
         active, n, steps = self.active, self.n, self.steps
         padding = [np.arange(n)] * (self.plan.k - len(self.members))
         for epoch in range(self.epochs):
@@ -233,38 +211,32 @@ class _Batch:
     def _after(self, m: _Member, epoch: int, measured: list[float]) -> bool:
         """One member's epoch: True once it stops. An exception (from `on_epoch`, say) fails that member alone."""
         try:
-            return m.watch.after(epoch, measured)
+            return m.rule.after(epoch, measured)
         except Exception as error:
-            m.outcome = _failed(m.task, error, m.start.complexity, m.start.artifacts)
+            m.outcome = failed_outcome(m.task, error, EXECUTOR, m.start)
             return True
 
     def _finish(self) -> None:
-        complete = [m.outcome is None and m.watch.state == "COMPLETE" for m in self.members]
-        final = [m.watch.final_weights(self.member_weights(i)) if ok else None  # early stopping's best, else last
+        complete = [m.outcome is None and m.rule.state == "COMPLETE" for m in self.members]
+        final = [m.rule.final_weights(self.member_weights(i)) if ok else None  # early stopping's best, else last
                  for i, (m, ok) in enumerate(zip(self.members, complete))]
-        test_metrics = self._test_metrics(final) if self.x_test is not None and any(complete) else {}
+        tested = self._test_values(final) if self.x_test is not None and any(complete) else []
         for i, (m, weights) in enumerate(zip(self.members, final)):
             if m.outcome is not None:
                 continue
-            s, artifacts = m.start, m.start.artifacts
-            if weights is not None:
-                try:
-                    artifacts = {**artifacts, **finish_trial(s, m.task, self.data, weights)}
-                except Exception as error:
-                    m.outcome = _failed(m.task, error, s.complexity, artifacts)
-                    continue
-            m.outcome = TrialOutcome(m.task.number, m.watch.state, s.complexity, reason=m.watch.reason,
-                                     test_metrics=test_metrics.get(i, {}), artifacts=artifacts, executor="fused")
+            try:
+                m.outcome = trained_outcome(m.task, self.data, m.start, m.rule, EXECUTOR,
+                                            lambda x, y, i=i: tested[i], weights)
+            except Exception as error:  # its artifacts: that member alone fails
+                m.outcome = failed_outcome(m.task, error, EXECUTOR, m.start)
 
-    def _test_metrics(self, final: list[list[np.ndarray] | None]) -> dict[int, dict[str, float]]:
-        """Each complete member's metrics on the test set, with its final weights; all members in one call."""
+    def _test_values(self, final: list[list[np.ndarray] | None]) -> list[list[float]]:
+        """Every member's measures on the test set, with its final weights (a stopped one's: its last); one call."""
         chosen = [w if w is not None else self.member_weights(i) for i, w in enumerate(final)]
         chosen += [self.member_weights(i) for i in range(len(self.members), self.plan.k)]
         stacked = [tf.constant(np.stack(ws)) for ws in zip(*chosen)]
-        values = self.graphs.test(stacked, self.hyper, self.masks, tf.constant(self.x_test),
-                                  tf.constant(self.data.y_test)).numpy().tolist()
-        names = [f"test_{name}" for name in ("loss", *TASK_METRICS[self.data.task])]
-        return {i: dict(zip(names, values[i])) for i, w in enumerate(final) if w is not None}
+        return self.graphs.test(stacked, self.hyper, self.masks, tf.constant(self.x_test),
+                                tf.constant(self.data.y_test)).numpy().tolist()
 
 
 def _masks(members: list[_Member], plan: _Plan) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Keras datasets (mnist, fashion_mnist, cifar10) read from the files `keras.datasets.*.load_data()` caches, with
+"""Data (numpy only): Keras datasets (mnist, fashion_mnist, cifar10) read from the files `keras.datasets.*.load_data()` caches, with
 numpy, gzip and pickle only: no Keras import, and never a download (a missing file is an error saying how to get it).
 
 The cache is `$KERAS_HOME/datasets`, else `~/.keras/datasets`, laid out as Keras itself writes it:
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from studies.keras.readers import DataError, Rows, array_rows, pick, reading
+from fitgap.data.readers import DataError, Rows, array_rows, pick, reading
 
 
 def keras_cache(spec, base_dir: Path) -> Rows:

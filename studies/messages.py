@@ -1,6 +1,7 @@
-"""What the coordinator and an executor process say to each other: pickled frozen dataclasses over pipes.
+"""Both sides: what the coordinator and an executor say to each other: frozen dataclasses, sent over `fitgap.channel`. Plain data
+only, no TensorFlow and no storage: both sides import this module.
 
-Coordinator -> executor: `Batch` (trials to train, one for now, fused batches later), `Stop` (a trial should end after
+Coordinator -> executor: `Batch` (trials to train: one, or the members of a fused batch), `Stop` (a trial should end after
 its current epoch), `Decision` (the answer the executor waits for at each epoch in a task's `decide_at`: go on, or
 stop because the pruner says so). End of input means shut down.
 Executor -> coordinator: `Ready` once TensorFlow is up, then for each trial its `tracking.records.EpochRecord`s in
@@ -9,12 +10,8 @@ Executor -> coordinator: `Ready` once TensorFlow is up, then for each trial its 
 
 from __future__ import annotations
 
-import pickle
-import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Mapping
-
-_HEADER = struct.Struct("!I")
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -78,21 +75,3 @@ class TrialOutcome:
     test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, for the trial's MLflow run
     executor: str = "keras"  # which training ran
-
-
-def send(stream: BinaryIO, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
-def receive(stream: BinaryIO) -> Any:
-    """The next message, or None at end of stream."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(header)
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return pickle.loads(data)

@@ -1,4 +1,8 @@
-"""The learning rate of every optimizer step, decided by fitgap from the params alone (no TensorFlow here).
+"""TensorFlow side: what changes from step to step and epoch to epoch, decided by fitgap from the params and the
+seed alone (numpy, no TensorFlow import), so that every executor trains alike and a test or a report can recompute
+any stored trial's rates and batch order.
+
+The learning rate of every optimizer step:
 
 ``lr = learning_rate * decay_rate ** (t / decay_steps)``, with ``t // decay_steps`` as the exponent under
 ``staircase``. What `t` counts is ``decay_unit``:
@@ -14,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sweeps.vocabulary import HYPERPARAMETERS
+from fitgap.sweeps.vocabulary import HYPERPARAMETERS
 
 
 def learning_rates(params: Mapping[str, Any], steps: np.ndarray, steps_per_epoch: int) -> np.ndarray:
@@ -37,3 +41,8 @@ def step_table(params: Mapping[str, Any], steps_per_epoch: int, epochs: int) -> 
 def epoch_learning_rate(params: Mapping[str, Any], epoch: int, steps_per_epoch: int) -> float:
     """The logged rate of `epoch`: the rate of its first step."""
     return float(learning_rates(params, np.array([epoch * steps_per_epoch]), steps_per_epoch)[0])
+
+
+def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the `n` training rows: a permutation fixed by (seed, epoch) alone."""
+    return np.random.default_rng([seed, epoch]).permutation(n)

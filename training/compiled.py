@@ -1,50 +1,47 @@
-"""The `compiled` executor: `train.train`'s training as one compiled TensorFlow function per epoch.
+"""TensorFlow side: the compiled executor, the reference's training as one compiled TensorFlow function per epoch.
 
-Same trial as the reference: the model is built by `stepping.start_trial` (so the same initial weights and dropout
+Contract: `train_batch(tasks, data, on_epoch)` trains the tasks one after another (`train`) through the trial core
+(`core.start_trial`, `core.EpochRule`, `core.measure`, the outcomes), to the records, states and reasons the
+reference executor gives. The same trial: the model is `core.start_trial`'s (same initial weights and dropout
 seeds), its forward pass is the Keras model's own (`stateless_call`, so every layer, dropout mask and batch-norm
-update is Keras's), each epoch visits `schedule.batch_order` in `batch_size` chunks (the last may be partial), each
-step reads its rate from `decay.step_table`, the loss is the data loss plus the kernel penalty, and the optimizer is
-Keras's update rule (`stepping.OPTIMIZER_RULES`). What differs is only where the loop runs: all of an epoch's steps
+update is Keras's), each epoch visits `steps.batch_order` in `batch_size` chunks (the last may be partial), each step
+reads its rate from `steps.step_table`, the loss is the data loss plus the kernel penalty, and the optimizer is
+Keras's update rule (`optimizers.OPTIMIZER_RULES`). What differs is only where the loop runs: all of an epoch's steps
 and its measurement are one call into a graph, and that graph serves every later trial of the same architecture,
 loss and optimizer, because everything else (weights, rates, batch order, regularization and optimizer
 hyperparameters) is passed in as tensors.
 
-Speed (dot, 2-11-1, 100 epochs, 2 CPU cores): see `bench/throughput.py`. XLA (`jit_compile`) pays when a graph is
-reused, and here it is: the first trial of an architecture compiles (~1 s), the others only call (~60 ms a trial
-instead of ~140 ms without XLA). Not with dropout or batch normalization (`_unlike_under_xla`).
+XLA (`jit_compile`) pays because a graph is reused: the first trial of an architecture compiles, the others only
+call (`bench/throughput.py`). Not with dropout or batch normalization (`_unlike_under_xla`).
 
-Parity: ~1e-7 relative per epoch with XLA, bit for bit without. One known exception: Adam, RMSprop or Adagrad on a
-batch-normalized cnn. The conv bias before a batch norm has a gradient of pure rounding noise, which these optimizers
-scale into full-size steps, so any other summation order (XLA's, or another kernel choice of TensorFlow's) drifts
-apart, ~1e-3 after a few epochs near a loss of 1e-3; the keras executor itself is not reproducible across devices
-there.
+Parity (`tests/test_parity.py`): within rounding with XLA, bit for bit without. One known exception: Adam, RMSprop or
+Adagrad on a batch-normalized cnn. The conv bias before a batch norm has a gradient of pure rounding noise, which
+these optimizers scale into full-size steps, so any other summation order (XLA's, or another kernel choice of
+TensorFlow's) drifts apart after a few epochs; the keras executor itself is not reproducible across devices there.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import traceback
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from studies.keras.decay import step_table
-from studies.keras.heads import TASK_MEASURES
-from studies.keras.parts import param
-from studies.keras.schedule import batch_order
-from studies.keras.stepping import (
-    OPTIMIZER_RULES, EpochWatch, TrialStart, finish_trial, initial_slots, optimizer_hyperparameters, penalty,
-    regularizer_weights, start_trial,
+from fitgap.studies.messages import TrialOutcome, TrialTask
+from fitgap.tracking.records import EpochRecord
+from fitgap.training.core import EpochRule, TrialStart, failed_outcome, measure, start_trial, trained_outcome
+from fitgap.training.optimizers import (
+    OPTIMIZER_RULES, initial_slots, optimizer_hyperparameters, penalty, regularizer_weights,
 )
-from studies.keras.train import _one_line
-from studies.protocol import TrialOutcome, TrialTask
-from sweeps.vocabulary import TASK_METRICS
-from tracking.records import EpochRecord
+from fitgap.training.parts import param
+from fitgap.training.steps import batch_order, step_table
 
+EXECUTOR = "compiled"
 JIT = True  # XLA for the epoch function: faster once a graph is reused (bench/throughput.py); see _unlike_under_xla
 REGULARIZED = (keras.layers.Dense, keras.layers.Conv2D)
 IRRELEVANT = ("kernel_initializer", "bias_initializer", "kernel_regularizer", "seed")  # to a graph, as layer names
@@ -52,13 +49,16 @@ _LOOPS: dict[str, "_Loop"] = {}  # by `_loop_key`: graphs shared across trials
 _MAX_LOOPS = 16
 
 
-def train_compiled(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool]) -> TrialOutcome:
-    """`train.train`'s contract and training, as a compiled loop: records, states and reasons are the same."""
-    complexity: dict[str, int] = {}
-    artifacts: dict[str, bytes] = {}
+def train_batch(tasks: list[TrialTask], data, on_epoch: Callable[[EpochRecord], bool]) -> list[TrialOutcome]:
+    """Train `tasks` one after another on `data`; their outcomes, in order."""
+    return [train(task, data, on_epoch) for task in tasks]
+
+
+def train(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool]) -> TrialOutcome:
+    """One trial, as `reference.train` trains it, in a compiled loop."""
+    start = None
     try:
         start = start_trial(task, data)
-        complexity, artifacts = start.complexity, start.artifacts
         params = task.params
         batch_size, epochs = int(params["batch_size"]), int(params["epochs"])
         n = len(start.x_train)
@@ -67,24 +67,17 @@ def train_compiled(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool
         state = loop.initial_state(start, params)
         inputs = loop.inputs(start, data)
         rates = step_table(params, steps, epochs)
-        watch = EpochWatch(task, data.task, steps, on_epoch, lambda: _numpy(state))
+        rule = EpochRule(task, data.task, steps, on_epoch, lambda: _numpy(state))
         for epoch in range(epochs):
             order = tf.constant(batch_order(task.seed, epoch, n).astype(np.int32))
             state, measured = loop.epoch(state, order, tf.constant(rates[epoch * steps:(epoch + 1) * steps]),
                                          epoch * steps, inputs)
-            if watch.after(epoch, measured.numpy().tolist()):
+            if rule.after(epoch, measured.numpy().tolist()):
                 break
-        test_metrics = {}
-        if watch.state == "COMPLETE":  # with the weights the trial ends with (early stopping's best ones)
-            weights = watch.final_weights(_numpy(state))
-            if start.x_test is not None:
-                test_metrics = loop.test(weights, state, start.x_test, data.y_test)
-            artifacts = {**artifacts, **finish_trial(start, task, data, weights)}
-        return TrialOutcome(task.number, watch.state, complexity, reason=watch.reason, test_metrics=test_metrics,
-                            artifacts=artifacts, executor="compiled")
+        weights = rule.final_weights(_numpy(state))
+        return trained_outcome(task, data, start, rule, EXECUTOR, partial(loop.test, weights), weights)
     except Exception as error:
-        return TrialOutcome(task.number, "FAIL", complexity, reason=_one_line(error), traceback=traceback.format_exc(),
-                            artifacts=artifacts, executor="compiled")
+        return failed_outcome(task, error, EXECUTOR, start)
 
 
 def _numpy(state: "_State") -> list[np.ndarray]:
@@ -133,7 +126,7 @@ class _Loop:
 
     def __init__(self, start: TrialStart, params: Mapping[str, Any], task: str, batch_size: int):
         template = start.model
-        self.rule = OPTIMIZER_RULES[param(params, "optimizer")]
+        self.optimizer = OPTIMIZER_RULES[param(params, "optimizer")]
         # Every Dense and Conv2D kernel carries the trial's regularizer (`parts.Parts`), whatever its weights; a
         # template built with none still penalizes with l1 = l2 = 0, so regularized or not, trials share the graph.
         kernels = {id(layer.kernel) for layer in _layers(template) if isinstance(layer, REGULARIZED)}
@@ -142,14 +135,15 @@ class _Loop:
         self.loss = start.head.loss(params)
         self.n, self.batch_size = len(start.x_train), batch_size
         self._epoch = tf.function(self._train_epoch, jit_compile=JIT and not _unlike_under_xla(template))
-        self._test = tf.function(self._measure_one)
+        self._test = tf.function(self._measure)
         self._concrete = None
 
     def initial_state(self, start: TrialStart, params: Mapping[str, Any]) -> _State:
         model = start.model
         trainable = [tf.constant(v.numpy()) for v in model.trainable_variables]
         non_trainable = [tf.constant(v.numpy()) for v in model.non_trainable_variables]
-        slots = [[tf.constant(s) for s in per] for per in initial_slots(self.rule, [v.numpy() for v in trainable])]
+        starts = initial_slots(self.optimizer, [v.numpy() for v in trainable])
+        slots = [[tf.constant(s) for s in per] for per in starts]
         l1, l2 = regularizer_weights(params)
         hyper = {"l1": l1, "l2": l2, **optimizer_hyperparameters(params)}
         return _State(trainable, non_trainable, slots, {k: tf.constant(v, tf.float32) for k, v in hyper.items()})
@@ -166,12 +160,11 @@ class _Loop:
         trainable, non_trainable, slots, measured = self._concrete(*args)
         return _State(list(trainable), list(non_trainable), [list(s) for s in slots], state.hyper), measured
 
-    def test(self, weights: list[np.ndarray], state: _State, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        count = len(state.trainable)
-        values = self._test([tf.constant(w) for w in weights[:count]], [tf.constant(w) for w in weights[count:]],
-                            state.hyper, tf.constant(x), tf.constant(y)).numpy().tolist()
-        names = ("loss", *TASK_METRICS[self.task])
-        return {f"test_{name}": value for name, value in zip(names, values)}
+    def test(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> list[float]:
+        """`core.measure`'s values on (x, y) with `weights` (trainable then non-trainable)."""
+        count = len(self.template.trainable_variables)
+        return self._test([tf.constant(w) for w in weights[:count]], [tf.constant(w) for w in weights[count:]],
+                          tf.constant(x), tf.constant(y)).numpy().tolist()
 
     # -- graphs -------------------------------------------------------------------------------------------------------
 
@@ -185,7 +178,7 @@ class _Loop:
             # Keras's `compute_loss`: the data loss and each layer's penalty, summed
             total = tf.reduce_sum(tf.stack([self.loss(y, output), *self._penalties(trainable, hyper)]))
         gradients = tape.gradient(total, trainable)
-        updated = [self.rule.update(p, g, s, lr, step, hyper) for p, g, s in zip(trainable, gradients, slots)]
+        updated = [self.optimizer.update(p, g, s, lr, step, hyper) for p, g, s in zip(trainable, gradients, slots)]
         return [p for p, _ in updated], non_trainable, [s for _, s in updated]
 
     def _train_epoch(self, trainable, non_trainable, slots, hyper, order, rates, first_step,
@@ -207,21 +200,18 @@ class _Loop:
             x, y = batch(full * size, self.n % size)
             trainable, non_trainable, slots = self._step(trainable, non_trainable, slots, hyper, x, y, rates[full],
                                                          first_step + full)
-        on_train = self._measure_one(trainable, non_trainable, hyper, x_train, y_train)
-        on_val = self._measure_one(trainable, non_trainable, hyper, x_val, y_val)
+        on_train = self._measure(trainable, non_trainable, x_train, y_train)
+        on_val = self._measure(trainable, non_trainable, x_val, y_val)
         reg = tf.add_n(self._penalties(trainable, hyper)) if self.kernels else tf.constant(0.0)
         return trainable, non_trainable, slots, tf.concat([on_train, on_val, [reg]], 0)
 
-    def _measure_one(self, trainable, non_trainable, hyper, x, y):
-        """`train._compile_measures`'s `on`: the data loss (no penalty) and the task's metrics, in inference mode."""
-        output, _ = self.template.stateless_call(trainable, non_trainable, x, training=False)
-        target = tf.one_hot(tf.cast(y, tf.int32), tf.shape(output)[-1]) if self.head.one_hot else y
-        return tf.stack([self.loss(target, output), *TASK_MEASURES[self.task](self.head, output, y)])
+    def _measure(self, trainable, non_trainable, x, y):
+        return tf.stack(measure(self.template, self.task, self.head, self.loss, trainable, non_trainable, x, y))
 
 
 def _unlike_under_xla(model) -> bool:
     """Layers whose training XLA would not reproduce: dropout (XLA draws other random numbers for the same seed) and
-    batch normalization (see the module docstring: with Adam, XLA's rounding drifts 4e-3 apart in 10 epochs)."""
+    batch normalization (see the module docstring: with Adam, XLA's rounding drifts apart)."""
     return any(isinstance(layer, keras.layers.BatchNormalization)
                or (isinstance(layer, keras.layers.Dropout) and layer.rate > 0) for layer in _layers(model))
 

@@ -1,4 +1,4 @@
-"""Readers of user data (csv, npz, hdf5; the Keras cache is keras_cache.py): each returns checked arrays as `Rows`,
+"""Data (numpy only): readers of user data (csv, npz, hdf5; the Keras cache is keras_cache.py): each returns checked arrays as `Rows`,
 or raises one line naming the file, the column or row, and the problem, quoting the bad value. No TensorFlow here.
 
 The checks live here too, shared by every reader: features are finite numbers; labels fit the task (binary: 0 or 1;

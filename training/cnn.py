@@ -1,4 +1,5 @@
-"""The `cnn` model kind: conv blocks, a dense head, the output layer; and its training-only augmentation.
+"""TensorFlow side: the `cnn` model kind (conv blocks, a dense head, the output layer) and its training-only
+augmentation.
 
 A conv block is Conv2D -> [BatchNormalization] -> activation -> [max or average pooling]. Images are channels-last
 (height, width, channels); flat rows become images when the spec gives `model.image_shape`.
@@ -16,8 +17,8 @@ from typing import Any, Callable, Mapping
 import keras
 import tensorflow as tf
 
-from studies.keras.inputs import image_shape
-from studies.keras.parts import Parts
+from fitgap.training.inputs import image_shape
+from fitgap.training.parts import Parts
 
 BLOCK_DEFAULTS = {"kernel": 3, "stride": 1, "padding": "same", "batch_norm": False, "pool": "none", "pool_size": 2}
 POOLING: dict[str, Callable[[int], keras.layers.Layer] | None] = {

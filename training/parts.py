@@ -1,4 +1,5 @@
-"""The pieces every model kind is made of, chosen by the trial's params: one table per hyperparameter.
+"""TensorFlow side: the pieces every model kind is made of, chosen by the trial's params: one table per
+hyperparameter.
 
 Choices made once here, for every model kind (a user's builder gets the same pieces through `Parts`):
 - kernels start with `initializer` (default he_normal: the course's centred weights, std sqrt(2 / n_in)); biases at 0;
@@ -16,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 
-from sweeps.vocabulary import HYPERPARAMETERS
+from fitgap.sweeps.vocabulary import HYPERPARAMETERS
 
 Params = Mapping[str, Any]
 

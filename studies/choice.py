@@ -1,30 +1,20 @@
-"""Which executor trains a trial, which trials can share a fused batch, and how many at once. No TensorFlow here:
-the coordinator calls these functions before any executor exists.
+"""Coordinator side: which executor trains a trial, which trials share a fused batch, and how many at once — decided
+here, once, before any executor exists (no TensorFlow).
 
-The contract, for the coordinator (`executor:` in the spec, `--fuse K` on the command line):
-
-- ``executor_for(params, data=None, requested="auto") -> "fused" | "compiled" | "keras"``: the fastest executor that can
-  train this trial exactly as the reference would, never a faster one than `requested` ("auto" = fused allowed).
-  The chain is fused -> compiled -> keras; see `fuse_blocker` and `compile_blocker` for why a trial falls back.
+- ``executor_for(params, requested="auto") -> "fused" | "compiled" | "keras"``: the fastest executor that can train
+  this trial exactly as the reference would, never a faster one than `requested` ("auto" = fused allowed). The chain
+  is fused -> compiled -> keras; `fuse_blocker` and `compile_blocker` say why a trial falls back.
 - ``fuse_group_key(params) -> tuple | None``: trials whose keys are equal (and not None) can be one `Batch`, trained
-  by `fused.train_fused(tasks, data, on_epoch)`; None = this trial cannot fuse. What must be equal: the model kind
-  (mlp), the number of hidden layers, the optimizer, `batch_size`, `epochs` and `standardize`. Everything else may
-  differ inside a batch: learning rate, decay rate/steps/unit/staircase, activation (and leaky_alpha), loss (and
-  cost/profit), regularizer and its weight and l1_ratio, optimizer hyperparameters, initializer, early stopping,
-  hidden widths (narrower layers are zero-padded to the batch's widest and masked), and each trial's seed (its own
-  initial weights and batch order).
+  by `fitgap.training.fused`; None = this trial cannot fuse. What must be equal: the model kind (mlp), the number of
+  hidden layers, the optimizer, `batch_size`, `epochs` and `standardize`. Everything else may differ inside a batch:
+  learning rate, decay rate/steps/unit/staircase, activation (and leaky_alpha), loss (and cost/profit), regularizer
+  and its weight and l1_ratio, optimizer hyperparameters, initializer, early stopping, hidden widths (narrower layers
+  are zero-padded to the batch's widest and masked), and each trial's seed (its own initial weights and batch order).
+- ``take_batch(waiting, fuse)``: the next batch of the coordinator's waiting trainings — one, or up to `fuse` of one
+  fuse group, at most one training per trial (a batch's records are told apart by trial number).
 - ``choose_k(params, data, fuse=None) -> int``: how many trials to ask Optuna for at once and send as one batch:
   `fuse` (`--fuse K`) when given, else as many as fit `FUSE_MEMORY_MB` for a model the size of `params` (pass the
-  largest the spec can sample), at most `MAX_K`. 1 when the trial cannot fuse.
-
-`data` is the study's `datasets.Dataset` (or anything with `task`, `x_train`, `x_val`, `y_train` and `n_classes`);
-only shapes are read.
-
-Inside a batch each trial still streams its own `EpochRecord`s through `on_epoch` (record.trial tells them apart, so
-a batch holds at most one training of each trial number); True for a trial stops it alone (PRUNED), and the batch's
-outcomes come back in the order of its tasks, each saying which executor ran (`TrialOutcome.executor`). A batch that
-mixes group keys, or holds a trial that cannot fuse, is still trained right: `train_fused` splits it by key and
-trains the odd ones alone (compiled, else keras).
+  largest the spec can sample), at most `MAX_K`. 1 when the trial cannot fuse. Only the data's shapes are read.
 """
 
 from __future__ import annotations
@@ -33,7 +23,7 @@ import math
 import os
 from typing import Any, Mapping
 
-from sweeps.vocabulary import HYPERPARAMETERS
+from fitgap.sweeps.vocabulary import HYPERPARAMETERS
 
 # At K = 64 a dot trial trains in ~60 ms on 2 CPU cores (bench/throughput.py), less than recording it costs: a larger
 # batch would gain nothing there and keep more trials RUNNING (and pruned members frozen) at once.
@@ -77,9 +67,9 @@ def can_fuse(params: Mapping[str, Any]) -> bool:
     return fuse_blocker(params) is None
 
 
-def executor_for(params: Mapping[str, Any], data: Any = None, requested: str = "auto") -> str:
+def executor_for(params: Mapping[str, Any], requested: str = "auto") -> str:
     """The executor that trains this trial: the first of fused, compiled, keras that `requested` allows and that can
-    train it (`data` is not needed today; it is accepted so that data-dependent limits can join without a change)."""
+    train it."""
     if requested not in ("auto", *EXECUTORS):
         raise ValueError(f"`executor` must be one of ['auto', 'fused', 'compiled', 'keras'], but got {requested!r}")
     allowed = EXECUTORS if requested == "auto" else EXECUTORS[EXECUTORS.index(requested):]
@@ -95,6 +85,23 @@ def fuse_group_key(params: Mapping[str, Any]) -> tuple | None:
         return None
     return ("mlp", len(params.get("hidden", HYPERPARAMETERS["hidden"].default)), _get(params, "optimizer"),
             int(_get(params, "batch_size")), int(_get(params, "epochs")), bool(_get(params, "standardize")))
+
+
+def take_batch(waiting: list[tuple[Any, int]], fuse: int) -> list[tuple[Any, int]]:
+    """Take the first waiting (trial, repeat) and, if it fuses, up to `fuse` - 1 others of its group (one per trial)
+    off `waiting`; a trial is anything with `params` and `executor`."""
+    first = waiting[0]
+    key = fuse_group_key(first[0].params) if first[0].executor == "fused" else None
+    batch = [first]
+    for unit in waiting[1:]:
+        if key is None or len(batch) >= fuse:
+            break
+        if unit[0].executor == "fused" and fuse_group_key(unit[0].params) == key and \
+                all(unit[0] is not taken for taken, _ in batch):
+            batch.append(unit)
+    for unit in batch:
+        waiting.remove(unit)
+    return batch
 
 
 def _units(data: Any) -> int:

@@ -1,5 +1,6 @@
-"""What a trained model leaves behind for tracking, as bytes: `tracking` never imports TensorFlow, so anything that
-needs the model is computed here, in the executor, at the end of a successful trial.
+"""TensorFlow side: what a trained model leaves behind for tracking, as bytes. `tracking` never imports TensorFlow,
+so anything that needs the model is computed here, in the executor, at the end of a complete trial
+(`core.final_artifacts`).
 
 - ``boundary.npz`` (2-D inputs of a binary task, as the course's dot example): the model's P(y = 1) on a grid over
   the data, with the points. Arrays: ``grid_x`` (nx,), ``grid_y`` (ny,), ``probability`` (ny, nx) float32, and
@@ -21,8 +22,8 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from studies.keras.heads import Head
-from studies.keras.inputs import standardizer
+from fitgap.training.heads import Head
+from fitgap.training.inputs import standardizer
 
 GRID_POINTS = 150  # per axis: 22,500 predictions, a few ms; the course's 0.01 step over [-3, 3] is 360,000
 MARGIN = 0.1  # of the data's range, on each side

@@ -1,4 +1,5 @@
-"""The data a trial trains on, as plain numpy arrays (no TensorFlow: the CLI validates data without it).
+"""Data (numpy only, both sides): the data a trial trains on, as plain arrays — the CLI validates data without
+TensorFlow, and each executor loads the same arrays.
 
 A loader (the `LOADERS` table) reads a source into checked arrays; `load_dataset` then splits them the same way on
 every run and machine, and `content_hash` proves it. Splits, in row order: the file's own test set when it has one,
@@ -20,9 +21,9 @@ from typing import Callable, Mapping
 import numpy as np
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from studies.keras.keras_cache import keras_cache
-from studies.keras.readers import DataError, Rows, csv_file, hdf5_file, labels, npz_file
-from sweeps.dataset_spec import DatasetSpec
+from fitgap.data.keras_cache import keras_cache
+from fitgap.data.readers import DataError, Rows, csv_file, hdf5_file, labels, npz_file
+from fitgap.sweeps.dataset_spec import DatasetSpec
 
 SHUFFLE_SEED = 0  # iris and digits: np.random.RandomState(0).permutation, applied once before splitting
 
@@ -105,12 +106,15 @@ def load_dataset(section: Mapping | BaseModel, base_dir: Path | None = None) -> 
     a split, checked `Dataset`; relative paths resolve against `base_dir` (the spec file's folder; default: cwd)."""
     spec = section if isinstance(section, BaseModel) else _parse(section)
     rows = LOADERS[spec.name](spec, Path.cwd() if base_dir is None else Path(base_dir))
+    if spec.task != "regression":  # one class to learn: every trial would score perfectly, or by chance
+        classes = np.unique(np.concatenate([y.ravel() for y in (rows.y, rows.y_test) if y is not None]))
+        if len(classes) < 2:
+            raise DataError(f"{rows.where}: every label is {classes[0]:g}; a classification needs at least two "
+                            "classes")
     train, val, test = _split(spec, rows)
     n_classes = spec.n_classes
     if spec.task == "multiclass" and n_classes is None:  # a user file that did not say: count the classes
         n_classes = int(max(part[1].max() for part in (train, val, test) if part)) + 1
-        if n_classes < 2:
-            raise DataError(f"{rows.where}: every label is 0; a classification needs at least two classes")
     arrays = [_frozen(a) for part in (train, val, test) if part for a in part]
     return Dataset(spec.name, spec.task, *arrays[:4], content_hash=content_hash(*arrays),
                    x_test=arrays[4] if test else None, y_test=arrays[5] if test else None, n_classes=n_classes)

@@ -1,4 +1,5 @@
-"""The `builder` model kind: the user's own Keras model, from `model: {kind: builder, builder: "module:function"}`.
+"""TensorFlow side: the `builder` model kind, the user's own Keras model, from
+`model: {kind: builder, builder: "module:function"}`.
 
 The function is called as ``function(params, kit) -> keras.Model``:
 - `params` is the trial's full params dict (every hyperparameter, `hidden`, and for depth/width specs `depth`/`width`);
@@ -24,7 +25,7 @@ from typing import Any, Callable, Mapping
 import keras
 import numpy as np
 
-from studies.keras.parts import Parts
+from fitgap.training.parts import Parts
 
 
 @dataclass(frozen=True)

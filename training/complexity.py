@@ -1,4 +1,4 @@
-"""The course's two complexity measures of a Keras model, in total and per layer.
+"""TensorFlow side: the course's two complexity measures of a Keras model, in total and per layer.
 
 Space: parameters (weights + biases), split into trainable and non-trainable (BatchNormalization's moving mean and
 variance). Time: multiply-adds (MACs) of one forward pass of one sample. The rules (the README's table):

@@ -1,0 +1,247 @@
+"""The coordinator on fake executors (`fakes.py`): budget, faults, retries, batching, pruning, timeouts and recycling,
+with the real stores (Optuna, MLflow and the results database on SQLite, the real tracking process), no TensorFlow."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from fitgap.data.datasets import load_dataset
+from fitgap.errors import RunError
+from fitgap.studies.choice import fuse_group_key
+from fitgap.studies.coordinator import Coordinator
+from fitgap.studies.options import RunOptions
+from fitgap.studies.slots import plan_slots
+from fitgap.studies.stores import Stores
+from fitgap.studies.study import StudyHandle
+from fitgap.studies.trials import trial_task
+from fitgap.sweeps.spec import parse_spec
+from fitgap.tracking.results import ResultsDB
+
+from fakes import Script, level, metrics_at
+
+State = optuna.trial.TrialState
+
+
+def spec_of(**changes):
+    return parse_spec({"name": "fake", "dataset": {"name": "dot"}, "model": {"hidden": [4]}, "epochs": 6,
+                       "trials": 5, "executor": "keras", "objective": [{"metric": "val_accuracy"}],
+                       "sampler": "random", "seed": 1,
+                       "search": {"learning_rate": {"type": "float", "low": 0.01, "high": 0.4, "log": True}},
+                       **changes})
+
+
+class Run:
+    """One launch of `spec` on fake executors, and what it left in the three stores."""
+
+    def __init__(self, workspace, spec, script: Script, options=RunOptions(), fuse: int = 1, slots: int = 1,
+                 on_trial=None):
+        self.spec, self.script = spec, script
+        self.stores = Stores.resolve(workspace=workspace)
+        data = load_dataset(spec.dataset.model_dump(), spec.base_dir)
+        StudyHandle.check(spec, self.stores, data.content_hash)
+        self.handle = StudyHandle.open(spec, self.stores, data.content_hash, save_models="none", plots="none")
+        self.coordinator = Coordinator(self.handle, plan_slots("none", cpu_slots=slots), options, fuse,
+                                       on_trial and (lambda *args: on_trial(self, *args)), start_executor=script)
+
+    def __call__(self) -> "Run":
+        try:
+            self.coordinator.run()
+        finally:
+            self.handle.close()
+        return self
+
+    @property
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self.handle.study.get_trials()
+
+    def rows(self) -> dict[int, dict]:
+        with ResultsDB(self.stores.results_url) as results:
+            return {row["number"]: row for row in results.trials(self.spec.name)}
+
+    def epochs(self, number: int) -> list[dict]:
+        with ResultsDB(self.stores.results_url) as results:
+            return results.epochs(self.spec.name, number)
+
+    def runs(self) -> dict[str, object]:
+        client = MlflowClient(tracking_uri=self.stores.tracking_uri)
+        experiment = client.get_experiment_by_name(self.spec.name)
+        return {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+
+    def check_consistent(self) -> None:
+        """Nothing RUNNING; every finished trial has its MLflow run (in the matching status) and its results row."""
+        status = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
+        runs, rows = self.runs(), self.rows()
+        assert not [t.number for t in self.trials if t.state == State.RUNNING]
+        assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+        for trial in self.trials:
+            run = runs[trial.user_attrs["fitgap.mlflow_run_id"]]
+            assert run.info.status == status[trial.state.name], trial.number
+            assert rows[trial.number]["state"] == trial.state.name
+            if trial.state == State.COMPLETE:
+                assert rows[trial.number]["value"] == pytest.approx(trial.value)
+
+
+def by_state(trials) -> dict[str, int]:
+    return {state: sum(t.state.name == state for t in trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
+
+
+def test_a_study_runs_to_its_budget_and_each_trial_lands_in_all_three_stores(workspace):
+    run = Run(workspace, spec_of(trials=5), Script(), slots=2)()
+    assert by_state(run.trials) == {"COMPLETE": 5, "PRUNED": 0, "FAIL": 0}
+    run.check_consistent()
+    tasks = {task.number: task for batch in run.script.batches for task in batch}
+    assert {len(batch) for batch in run.script.batches} == {1} and len(tasks) == 5  # keras trials: one per batch
+    for trial in run.trials:  # the value is the objective at the best epoch of the curve the executor sent
+        assert tasks[trial.number].params["learning_rate"] == trial.params["learning_rate"]
+        assert trial.value == pytest.approx(metrics_at(tasks[trial.number], 5)["val_accuracy"])
+        assert len(run.epochs(trial.number)) == 6
+    assert len({task.seed for task in tasks.values()}) == 5
+
+
+def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(workspace):
+    plan = {1: "fail", 2: "nan"}
+    run = Run(workspace, spec_of(trials=5), Script(lambda task: plan.get(task.number, "complete")))()
+    states = {t.number: t.state.name for t in run.trials}
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "FAIL", 3: "COMPLETE", 4: "COMPLETE"}  # failures are not retried
+    reasons = {n: row["reason"] for n, row in run.rows().items()}
+    assert reasons[1] == "ValueError: bad trial" and reasons[2] == "non-finite loss (nan) at epoch 2"
+    assert run.trials[1].user_attrs["fitgap.reason"] == "ValueError: bad trial"
+    run.check_consistent()
+
+
+def test_a_killed_executor_fails_its_trial_which_is_retried_once_with_the_same_params_on_a_new_executor(workspace):
+    script = Script(lambda task: "die" if task.number == 1 else "complete")  # its retry has another number
+    run = Run(workspace, spec_of(trials=4), script)()
+    trials = {t.number: t for t in run.trials}
+    assert trials[1].state == State.FAIL and run.rows()[1]["reason"] == "executor died (exit code -9)"
+    retry = [t for t in run.trials if t.user_attrs.get("fitgap.retry_of") == 1]
+    assert len(retry) == 1 and retry[0].state == State.COMPLETE and retry[0].params == trials[1].params
+    assert by_state(run.trials) == {"COMPLETE": 4, "PRUNED": 0, "FAIL": 1}  # the retried failure counts once
+    assert len(script.started) == 2  # the slot got a new executor
+    run.check_consistent()
+
+
+def test_with_no_retries_a_killed_executors_trial_stays_failed(workspace):
+    script = Script(lambda task: "die" if task.number == 0 else "complete")
+    run = Run(workspace, spec_of(trials=3), script, RunOptions(retries=0))()
+    assert by_state(run.trials) == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 1}
+    assert not [t for t in run.trials if "fitgap.retry_of" in t.user_attrs]
+
+
+def test_an_executor_that_dies_starting_up_is_replaced_and_the_study_goes_on(workspace):
+    script = Script(die_starting=2)  # killed while importing TensorFlow (an OOM kill at start, say), twice
+    run = Run(workspace, spec_of(trials=3), script)()
+    assert len(script.started) == 3 and by_state(run.trials)["COMPLETE"] == 3
+    run.check_consistent()
+
+
+def test_a_slot_whose_executors_never_get_ready_stops_the_launch_with_a_run_error_before_any_trial(workspace):
+    script = Script(die_starting=10**6)
+    run = Run(workspace, spec_of(), script)
+    with pytest.raises(RunError, match="exited .* before it was ready, 3 times") as error:
+        run()
+    assert error.value.exit_code == 1 and run.trials == [] and len(script.started) == 3
+
+
+def test_a_relaunch_on_sqlite_fails_and_retries_the_trials_a_killed_coordinator_left_running(workspace):
+    """The workspace's lock proves that no other coordinator is alive: no waiting for the heartbeat's grace."""
+    first = Run(workspace, spec_of(trials=2), Script())
+    orphan = first.handle.study.ask()  # as a coordinator killed mid-trial leaves it: RUNNING, with its MLflow run
+    first.handle.start_trial_run(orphan, 0, 1)
+    first.handle.close("KILLED")
+    run = Run(workspace, spec_of(trials=2), Script())()
+    trials = {t.number: t for t in run.trials}
+    assert trials[0].state == State.FAIL and run.rows()[0]["reason"] == "coordinator died"
+    assert [t.user_attrs.get("fitgap.retry_of") for t in run.trials[1:]] == [0, None]
+    assert by_state(run.trials) == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 1}
+    run.check_consistent()
+
+
+def test_fused_batches_hold_one_group_one_training_per_trial_and_stay_within_the_budget(workspace):
+    spec = spec_of(trials=10, executor="fused", search={
+        "learning_rate": {"type": "float", "low": 0.01, "high": 0.4, "log": True},
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]}})
+    run = Run(workspace, spec, Script(), fuse=4)()
+    batches = run.script.batches
+    assert all(1 <= len(batch) <= 4 for batch in batches) and max(map(len, batches)) > 1
+    for batch in batches:
+        assert len({fuse_group_key(task.params) for task in batch}) == 1
+        assert len({task.number for task in batch}) == len(batch)
+    assert sorted(task.number for batch in batches for task in batch) == list(range(10))
+    assert by_state(run.trials) == {"COMPLETE": 10, "PRUNED": 0, "FAIL": 0}
+    run.check_consistent()
+
+
+def test_the_median_pruner_prunes_at_its_report_epochs_and_the_curve_ends_there(workspace):
+    enqueue = [{"learning_rate": lr} for lr in (0.3, 0.4, 0.01, 0.39)]
+    spec = spec_of(trials=4, epochs=10, enqueue=enqueue,
+                   pruner={"type": "median", "n_startup_trials": 2, "report_every": 2})
+    stores = Stores.resolve(workspace=workspace)
+
+    def told_first_two(task):  # the pruner judges by told trials: make its start-up deterministic
+        while task.number >= 2 and sum(t.state == State.COMPLETE for t in optuna.load_study(
+                study_name="fake", storage=stores.storage).get_trials(deepcopy=False)) < 2:
+            time.sleep(0.05)
+
+    run = Run(workspace, spec, Script(before=told_first_two))()
+    states = {t.number: t.state.name for t in run.trials}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED", 3: "COMPLETE"}
+    assert run.rows()[2]["reason"] == "pruned at epoch 1"
+    assert [e["epoch"] for e in run.epochs(2)] == [0, 1] and len(run.epochs(3)) == 10
+    run.check_consistent()
+
+
+def test_repeats_train_with_their_own_seeds_and_the_trial_records_their_mean(workspace):
+    run = Run(workspace, spec_of(trials=2, repeats=3), Script(), slots=2)()
+    tasks = [task for batch in run.script.batches for task in batch]
+    for number in (0, 1):
+        mine = sorted((t for t in tasks if t.number == number), key=lambda t: t.repeat)
+        assert [t.repeat for t in mine] == [0, 1, 2] and len({t.seed for t in mine}) == 3
+        values = [metrics_at(t, 5)["val_accuracy"] for t in mine]
+        row = run.rows()[number]
+        assert row["value"] == pytest.approx(statistics.fmean(values))
+        assert row["value_std"] == pytest.approx(statistics.pstdev(values))
+        assert row["repeats"] == 3 and row["seed"] == mine[0].seed
+    run.check_consistent()
+
+
+def test_a_trial_over_its_timeout_is_stopped_after_its_epoch_and_fails_with_that_reason(workspace):
+    script = Script(epoch_s=0.1)
+    run = Run(workspace, spec_of(trials=1, epochs=50, trial_timeout=0.5), script)()
+    assert run.trials[0].state == State.FAIL
+    assert run.rows()[0]["reason"] == "trial timeout (0.5 s) exceeded" == script.stops[0][1]
+    assert 2 <= len(run.epochs(0)) < 50
+    run.check_consistent()
+
+
+def test_executors_are_replaced_after_their_share_of_trainings(workspace):
+    script = Script()
+    run = Run(workspace, spec_of(trials=5), script, RunOptions(max_trials_per_executor=2))()
+    assert len(script.started) == 3 and by_state(run.trials)["COMPLETE"] == 5
+
+
+def test_a_stop_request_lets_the_trials_asked_finish_and_asks_for_no_more(workspace):
+    stopped = threading.Event()
+
+    def stop_after_the_first(run, record, used, budget):
+        run.handle.study.set_user_attr("fitgap.stop", True)  # what `fitgap stop` does
+        stopped.set()
+
+    script = Script(before=lambda task: task.number == 0 or stopped.wait(60))
+    run = Run(workspace, spec_of(trials=6), script, on_trial=stop_after_the_first)()
+    # Trial 0 told; trial 1 training and trial 2 asked ahead when the stop came: they finish, nothing more is asked
+    assert [t.number for t in run.trials] == [0, 1, 2] and by_state(run.trials)["COMPLETE"] == 3
+    run.check_consistent()
+
+
+def test_the_fake_curves_follow_the_learning_rate():
+    """The fake's own rule, which the pruning test leans on: a higher learning rate reaches a higher accuracy."""
+    spec = spec_of()
+    low, high = (trial_task(spec, 0, {"learning_rate": lr, "epochs": 6}, 0, "keras") for lr in (0.01, 0.4))
+    assert level(low) < level(high) and metrics_at(low, 5)["val_accuracy"] < metrics_at(high, 5)["val_accuracy"]

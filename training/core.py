@@ -1,0 +1,232 @@
+"""TensorFlow side: the trial core, written once for the three executors (reference, compiled, fused), so that their
+trials agree record for record and outcome for outcome.
+
+- `start_trial(task, data) -> TrialStart`: a fresh Keras session, the trial's seed, its head, its inputs
+  (`inputs.model_inputs`), its Keras model (`model.build_model`; the seed fixes its initial weights and dropout
+  seeds), its complexity, and `complexity.csv` as its first artifact.
+- `measure(template, task, head, loss, trainable, non_trainable, x, y)`: one whole set's data loss (without the
+  penalty) and the task's metrics (`vocabulary.TASK_METRICS`) in inference mode, in `set_measures(task)` order.
+  `template` only shapes the graph: any model of the same config passes its own weights.
+- `EpochRule`: what follows every epoch, from its measured vector (`measured_names` order). A non-finite training
+  loss fails the trial (FAIL "non-finite loss (nan) at epoch 7"; that epoch is not reported). Otherwise the
+  `EpochRecord` (the measures, `gap`, `accuracy_gap` for classification, `lr` = the rate of the epoch's first step)
+  goes to `on_epoch`, and True from it stops the trial (PRUNED "stopped at epoch e"). Then early stopping
+  (`early_stopping` = a patience > 0) on the first objective (val_loss when there is none) stops once it has not
+  strictly improved for `patience` epochs, says so in the reason, and keeps the best epoch's weights (the first of
+  ties, the epoch the coordinator reports) as plain arrays: the trial ends with them.
+- `as_test_metrics`: the test set's measures by name (`test_loss`, `test_<metric>`); measured once, after training,
+  with the weights the trial ends with, and never used for selection.
+- Outcomes: `trained_outcome` (the rule's state and reason; a complete trial's test metrics and `final_artifacts`)
+  and `failed_outcome` (FAIL from an exception: the `one_line` reason and the traceback). A trial's own problem never
+  raises.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fitgap.studies.messages import TrialOutcome, TrialTask
+from fitgap.sweeps.vocabulary import COMPLEXITY_METRICS, TASK_METRICS, epoch_metrics
+from fitgap.tracking.records import EpochRecord
+from fitgap.training.artifacts import trial_artifacts
+from fitgap.training.complexity import count, to_csv
+from fitgap.training.heads import TASK_MEASURES, Head, head_for, loss_targets, output_units
+from fitgap.training.inputs import model_inputs
+from fitgap.training.model import build_model
+from fitgap.training.parts import param
+from fitgap.training.steps import epoch_learning_rate
+
+Weights = list  # plain arrays, in the order the executor's weights() returns and takes them
+
+
+# ---- starting a trial ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TrialStart:
+    """One trial, ready to train: its model with the initial weights and everything measured about it."""
+
+    model: keras.Model
+    head: Head
+    units: int
+    x_train: np.ndarray
+    x_val: np.ndarray
+    x_test: np.ndarray | None
+    targets: np.ndarray  # what the training loss compares with (one-hot where the loss wants it)
+    complexity: dict[str, int]
+    artifacts: dict[str, bytes]
+
+
+def start_trial(task: TrialTask, data, collect_garbage: bool = True) -> TrialStart:
+    """The trial's model and inputs, built in this order on every executor: same seed, same initial weights.
+
+    `collect_garbage=False` skips the full garbage collection of `clear_session` (a fused batch collects once for all
+    its members)."""
+    keras.backend.clear_session(free_memory=collect_garbage)  # the executor process is reused across trials
+    keras.utils.set_random_seed(task.seed)  # same seed, same initial weights, same dropout masks
+    params = task.params
+    head, units = head_for(params, data.task), output_units(data)
+    x_train, x_val, x_test = model_inputs(params, data)
+    model = build_model(params, x_train.shape[1:], data.task, units, search_dir=task.data_dir)
+    totals = count(model)
+    return TrialStart(model, head, units, x_train, x_val, x_test, loss_targets(head, data.y_train, units),
+                      {name: totals[name] for name in COMPLEXITY_METRICS},
+                      {"complexity.csv": to_csv(totals["layers"]).encode()})
+
+
+# ---- measuring -------------------------------------------------------------------------------------------------------
+
+
+def set_measures(task: str) -> tuple[str, ...]:
+    """What `measure` returns for one set, in order: the data loss, then the task's metrics."""
+    return ("loss", *TASK_METRICS[task])
+
+
+def measured_names(task: str) -> list[str]:
+    """An epoch's measured vector: `set_measures` on train, then on validation (val_), then reg_loss."""
+    own = set_measures(task)
+    return [*own, *(f"val_{m}" for m in own), "reg_loss"]
+
+
+def as_test_metrics(task: str, values: Sequence[float]) -> dict[str, float]:
+    """`measure`'s values on the test set, by name."""
+    return {f"test_{name}": value for name, value in zip(set_measures(task), values)}
+
+
+def measure(template: keras.Model, task: str, head: Head, loss: keras.losses.Loss, trainable, non_trainable, x, y,
+            keras_penalty: bool = False):
+    """[data loss, *task metrics] of the model on (x, y), in inference mode, as scalars (the caller stacks them); with
+    `keras_penalty`, also the template's own Keras penalty (its regularizers' weights are its own: only for a template
+    built from this trial's params)."""
+    called = template.stateless_call(trainable, non_trainable, x, training=False, return_losses=keras_penalty)
+    output = called[0]
+    target = tf.one_hot(tf.cast(y, tf.int32), tf.shape(output)[-1]) if head.one_hot else y
+    values = [loss(target, output), *TASK_MEASURES[task](head, output, y)]
+    if not keras_penalty:
+        return values
+    penalties = called[2]  # every loss the model adds: for fitgap's own models, the kernel penalties alone
+    return values, tf.add_n(penalties) if penalties else tf.constant(0.0)
+
+
+# ---- after each epoch ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _EarlyStopping:
+    patience: int
+    metric: str
+    direction: str
+    best: float | None = None
+    best_epoch: int = -1
+    weights: Weights | None = None
+
+    @classmethod
+    def of(cls, task: TrialTask, measured: set[str]) -> _EarlyStopping | None:
+        patience = int(param(task.params, "early_stopping"))
+        if patience <= 0:
+            return None
+        watched = [(m, d) for m, d in task.objective[:1] if m in measured] or [("val_loss", "minimize")]
+        return cls(patience, *watched[0])
+
+    def after(self, epoch: int, metrics: Mapping[str, float], weights: Callable[[], Weights]) -> str | None:
+        """Keep the weights of a strictly better epoch; the reason to stop once `patience` epochs were not."""
+        value = metrics[self.metric]
+        better = math.isfinite(value) and (
+            self.best is None or (value < self.best if self.direction == "minimize" else value > self.best)
+        )
+        if better:
+            self.best, self.best_epoch, self.weights = value, epoch, weights()
+        elif epoch - self.best_epoch >= self.patience:
+            return (f"early stopping after epoch {epoch}: {self.metric} not better than {self.best:.6g} (epoch "
+                    f"{self.best_epoch}) for {self.patience} epochs; epoch {self.best_epoch}'s weights restored")
+        return None
+
+
+class EpochRule:
+    """The after-epoch rule (see the module docstring) for one trial. `weights()` returns the trial's current weights
+    as plain arrays; it is called only when early stopping keeps a better epoch."""
+
+    def __init__(self, task: TrialTask, data_task: str, steps: int, on_epoch: Callable[[EpochRecord], bool],
+                 weights: Callable[[], Weights]):
+        self.task, self.steps, self.on_epoch, self.weights = task, steps, on_epoch, weights
+        self.names = measured_names(data_task)
+        self.stopping = _EarlyStopping.of(task, set(epoch_metrics(data_task)))
+        self.state, self.reason = "COMPLETE", None
+
+    def after(self, epoch: int, measured: Sequence[float]) -> bool:
+        """Handle one epoch's measured vector; True once the trial must stop training."""
+        values = dict(zip(self.names, measured))
+        if not math.isfinite(values["loss"]):
+            return self._stop("FAIL", f"non-finite loss ({values['loss']}) at epoch {epoch}")
+        metrics = {**values, "gap": values["val_loss"] - values["loss"],
+                   "lr": epoch_learning_rate(self.task.params, epoch, self.steps)}
+        if "accuracy" in values:
+            metrics["accuracy_gap"] = values["accuracy"] - values["val_accuracy"]
+        if self.on_epoch(EpochRecord(trial=self.task.number, epoch=epoch, metrics=metrics)):
+            return self._stop("PRUNED", f"stopped at epoch {epoch}")
+        if self.stopping is not None:
+            reason = self.stopping.after(epoch, metrics, self.weights)
+            if reason:
+                return self._stop("COMPLETE", reason)
+        return False
+
+    def _stop(self, state: str, reason: str) -> bool:
+        self.state, self.reason = state, reason
+        return True
+
+    @property
+    def best_weights(self) -> Weights | None:
+        """Early stopping's best epoch's weights, or None (no early stopping, or no finite epoch yet)."""
+        return self.stopping.weights if self.stopping is not None else None
+
+    def final_weights(self, current: Weights) -> Weights:
+        """The weights the trial ends with: the best epoch's under early stopping, else `current`."""
+        best = self.best_weights
+        return current if best is None else best
+
+
+# ---- outcomes --------------------------------------------------------------------------------------------------------
+
+
+def one_line(error: Exception) -> str:
+    """A failed trial's reason: the exception's type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def final_artifacts(start: TrialStart, task: TrialTask, data, weights: Weights | None = None) -> dict[str, bytes]:
+    """`start`'s artifacts and a complete trial's (`artifacts.trial_artifacts`: boundary.npz, model.keras), from its
+    own Keras model: given `weights` (trainable then non-trainable variables, each cut to the variable's shape, since
+    a fused member's are padded), or with the weights the model holds when None."""
+    model = start.model
+    if weights is not None:
+        for variable, value in zip([*model.trainable_variables, *model.non_trainable_variables], weights):
+            variable.assign(value[tuple(slice(0, size) for size in variable.shape)])
+    return {**start.artifacts, **trial_artifacts(model, task.params, data, start.head, task.save_model)}
+
+
+def trained_outcome(task: TrialTask, data, start: TrialStart, rule: EpochRule, executor: str,
+                    measure_test: Callable[[np.ndarray, np.ndarray], Sequence[float]],
+                    weights: Weights | None = None) -> TrialOutcome:
+    """The outcome of a trial that trained to its end or was stopped by its rule. A complete one is measured on the
+    test set (`measure_test(x_test, y_test)`, when the data has one) and leaves its `final_artifacts`, both with the
+    weights it ends with: `weights` (see `final_artifacts`), or the model's own when None."""
+    if rule.state != "COMPLETE":
+        return TrialOutcome(task.number, rule.state, start.complexity, reason=rule.reason, artifacts=start.artifacts,
+                            executor=executor)
+    test = {} if start.x_test is None else as_test_metrics(data.task, measure_test(start.x_test, data.y_test))
+    return TrialOutcome(task.number, rule.state, start.complexity, reason=rule.reason, test_metrics=test,
+                        artifacts=final_artifacts(start, task, data, weights), executor=executor)
+
+
+def failed_outcome(task: TrialTask, error: Exception, executor: str, start: TrialStart | None = None) -> TrialOutcome:
+    """FAIL from `error`, raised while handling it (the traceback is the current exception's)."""
+    return TrialOutcome(task.number, "FAIL", start.complexity if start else {}, reason=one_line(error),
+                        traceback=traceback.format_exc(), artifacts=start.artifacts if start else {}, executor=executor)
