@@ -156,22 +156,21 @@ def training_only(executor: str, sets: list[dict], epochs: int, fuse: int | None
     data = load_dataset(spec.dataset.model_dump())
     tasks = [TrialTask(spec.name, n, trial_params(spec, sampled), derive_seed(spec.seed, "trial", n), {})
              for n, sampled in enumerate(sets)]
-    # As in an executor process (train.py freezes what importing left): this process's other objects (the launches'
+    # As in an executor process (training/process.py freezes what importing left): this process's other objects (the launches'
     # MLflow and SQLAlchemy state) would otherwise be walked by every collection, ~1.7x the fused time per trial.
     gc.collect()
     gc.freeze()
     started = time.perf_counter()
     if executor == "fused":
-        from fitgap.training.fused import train_fused
+        from fitgap.training import fused
 
         k = choose_k(tasks[0].params, data, fuse)
         for first in range(0, len(tasks), k):
-            train_fused(tasks[first:first + k], data, lambda record: False)
+            fused.train_batch(tasks[first:first + k], data, lambda record: False)
     else:
-        from fitgap.training.compiled import train_compiled
-        from fitgap.training.reference import train
+        from fitgap.training import compiled, reference
 
-        trainer = train_compiled if executor == "compiled" else train
+        trainer = compiled.train if executor == "compiled" else reference.train
         for task in tasks:
             trainer(task, data, lambda record: False)
     return (time.perf_counter() - started) / len(tasks)

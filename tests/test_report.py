@@ -329,7 +329,7 @@ objective: [{metric: val_bce, direction: minimize}, {metric: params_total, direc
 trials: 5
 seed: 1
 sampler: nsgaii
-params: {loss: binary_crossentropy, optimizer: adam, learning_rate: 0.05, depth: 1}
+params: {loss: binary_crossentropy, optimizer: adam, learning_rate: 0.05, depth: 1, regularization_weight: 0.01}
 search:
   width: {type: int, low: 1, high: 32, log: true}
   regularizer: {type: categorical, choices: [none, l2]}
