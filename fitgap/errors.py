@@ -6,9 +6,20 @@
   written is consistent: trials not yet recorded stay RUNNING, and the next launch fails and retries them.
 
 The CLI prints `fitgap: error: <message>` and exits with `exit_code`; anything else is a bug and keeps its traceback.
+Whatever reaches a terminal or a log passes `scrub` first: a library's message may quote a URL with its password.
 """
 
 from __future__ import annotations
+
+import re
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s/:@]*:)[^\s/@]+@")
+_PASSWORD_PARAMETER = re.compile(r"(?P<head>[?&]password=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """`text` with the password of every URL in it (`scheme://user:password@`, `?password=`) replaced by ***."""
+    return _PASSWORD_PARAMETER.sub(r"\g<head>***", _PASSWORD_IN_URL.sub(r"\g<head>***@", text))
 
 
 class FitgapError(Exception):

@@ -3,6 +3,7 @@ here imports TensorFlow: data are read and checked with numpy (`fitgap.data`), t
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = 
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
 
     options: the fields of `RunOptions` (timeout, gpus, slots_per_gpu, cpu_slots, retries, max_trials_per_executor,
-    fuse, allow_builder, save_models, plots) and the store options of `Stores.resolve` (workspace, storage,
+    fuse, allow_builder, save_models, plots, deterministic) and the store options of `Stores.resolve` (workspace, storage,
     tracking_uri, results_url). on_trial(record, used, budget) is called as each trial finishes.
     """
     if trials is not None and trials <= 0:
@@ -89,7 +90,7 @@ def worker(name: str, *, data_dir: str | Path = ".", on_trial: Callable[[TrialRe
 def _coordinate(spec: SweepSpec, data: Dataset, stores: Stores, run: RunOptions, trials: int | None,
                 on_trial: Callable[[TrialRecord, int, int], None] | None) -> Summary:
     """Everything checked first, then one coordinator per SQLite workspace runs the study."""
-    slots = plan_slots(run.gpus, run.slots_per_gpu, run.cpu_slots)
+    slots = plan_slots(run.gpus, run.slots_per_gpu, run.cpu_slots, deterministic=run.deterministic)
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
         handle = StudyHandle.open(spec, stores, data.content_hash, trials, run.save_models, run.plots)
@@ -102,7 +103,8 @@ def _coordinate(spec: SweepSpec, data: Dataset, stores: Stores, run: RunOptions,
             summary = _summary(handle.study, coordinator.finished, started, handle)
             raise Interrupted(summary, coordinator.signal or signal.SIGINT) from None
         except BaseException:
-            handle.close("FAILED")
+            with contextlib.suppress(Exception):  # the stores may refuse writes (a full disk): the error says why
+                handle.close("FAILED")
             raise
         handle.close()
         return _summary(handle.study, coordinator.finished, started, handle)

@@ -10,16 +10,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
-import urllib.request
+import traceback
 
 import click
 
-from fitgap.errors import FitgapError, UsageError
+from fitgap.errors import FitgapError, UsageError, scrub
 
 EXIT_USAGE = UsageError.exit_code
 EXIT_INTERRUPTED = 130
@@ -64,6 +61,9 @@ def _run_options(command):
                           "CPU per trial)."),
         click.option("--fuse", type=click.IntRange(min=1), metavar="K",
                      help="Trials trained together per batch by the fused executor [default: chosen automatically]."),
+        click.option("--deterministic", is_flag=True,
+                     help="TensorFlow's op determinism in every executor: on a GPU, what `fitgap rerun` needs to "
+                          "reproduce a trial to the bit (costs some speed)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -71,15 +71,19 @@ def _run_options(command):
 
 
 def _errors_in_one_line(command):
-    """fitgap's errors -> one line and their exit code (`fitgap.errors`); anything else is a bug: its traceback."""
+    """fitgap's errors -> one line and their exit code (`fitgap.errors`); anything else is a bug: its traceback,
+    exit 1. Both without passwords."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except FitgapError as e:
-            click.echo(f"fitgap: error: {e}", err=True)
+            click.echo(f"fitgap: error: {scrub(str(e))}", err=True)
             sys.exit(e.exit_code)
+        except Exception:
+            click.echo(scrub(traceback.format_exc()), err=True, nl=False)
+            sys.exit(1)
 
     return wrapper
 
@@ -287,62 +291,19 @@ def best(study, top, as_json, **kwargs):
 
 @main.command()
 @click.argument("study", required=False)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", type=int, default=5000, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on. The MLflow UI has no authentication: beyond this machine, put an "
+                   "authenticating proxy in front.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port to listen on.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Server workers.")
 @_store_options
 @_errors_in_one_line
 def ui(study, host, port, workers, **kwargs):
     """Open the MLflow UI on the workspace's tracking store and print the runs page of each study."""
     from fitgap.studies.stores import Stores
-    from fitgap.tracking.results import redact
-    from fitgap.tracking.mlflow_sink import MlflowSink
+    from fitgap.studies.ui import serve
 
-    stores = Stores.resolve(**_stores(kwargs))
-    sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
-    names = [study] if study else [s.name for s in sink.client.search_experiments() if s.name != "Default"]
-    pages = {name: sink.experiment(name, create=False) for name in names}
-    if stores.tracking_uri.startswith("http"):
-        for name, experiment_id in pages.items():
-            click.echo(f"{name}: {redact(stores.tracking_uri)}/#/experiments/{experiment_id}/runs")
-        return
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", stores.tracking_uri,
-               "--host", host, "--port", str(port), "--workers", str(workers)]
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = stores.workspace / "logs" / "mlflow-ui.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as output:
-        server = subprocess.Popen(command, env=env, stdout=output, stderr=output)
-    base = f"http://{host}:{port}"
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the server: no orphan
-    try:
-        if not _wait_until_up(f"{base}/health", server):
-            click.echo(f"fitgap: error: the MLflow server did not answer on {base}: see {log}", err=True)
-            sys.exit(EXIT_USAGE)
-        for name, experiment_id in pages.items():
-            if experiment_id is None:
-                click.echo(f"{name}: no such experiment", err=True)
-            else:
-                click.echo(f"{name}: {base}/#/experiments/{experiment_id}/runs")
-        click.echo(f"MLflow UI at {base} (Ctrl-C to stop)")
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.terminate()
-        server.wait()
-
-
-def _wait_until_up(url: str, server: subprocess.Popen, seconds: float = 60) -> bool:
-    deadline = time.time() + seconds
-    while time.time() < deadline and server.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.3)
-    return False
+    serve(Stores.resolve(**_stores(kwargs)), study, host, port, workers, lambda line, err: click.echo(line, err=err))
 
 
 class _Progress:
@@ -397,18 +358,21 @@ def _short(value) -> str:
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
 @click.option("--columns", metavar="A,B,C", help="Columns to show [default: a readable set for table, all for csv/json].")
 @click.option("--sql", metavar="SELECT", help="One reading SQL statement over the results database instead of a STUDY.")
+@click.option("--sql-timeout", type=click.FloatRange(min=0, min_open=True, max=86400), default=30, show_default=True,
+              metavar="SECONDS", help="Stop a --sql statement that runs longer (without --limit, it may also return "
+              "at most 100,000 rows).")
 @click.option("--format", "format_", default="table", show_default=True, metavar="table|csv|json",
               help="Output format.")
 @_store_options
 @_errors_in_one_line
-def query(study, where, order_by, limit, columns, sql, format_, **kwargs):
+def query(study, where, order_by, limit, columns, sql, sql_timeout, format_, **kwargs):
     """Print a study's trials from the results database (filtered, sorted), or the rows of a read-only --sql."""
     from fitgap.studies.stores import Stores
     from fitgap.tracking.query import query_text
 
     names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     text = query_text(Stores.resolve(**_stores(kwargs)).results_url, study, sql=sql, where=where,
-                      order_by=order_by, limit=limit, columns=names, format=format_)
+                      order_by=order_by, limit=limit, columns=names, format=format_, sql_timeout=sql_timeout)
     click.echo(text, nl=False)
 
 
@@ -455,14 +419,16 @@ def report(study, out, format_, **kwargs):
 @click.option("--gpus", metavar="all|none|0,2", help="Device to train on [default: a GPU if there is one].")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-5, show_default=True,
               help="Largest difference (relative to each metric's scale) still counted as a match.")
+@click.option("--allow-builder", is_flag=True, help="Let the study's `model.builder` import and run its module.")
 @_store_options
 @_errors_in_one_line
-def rerun(study, number, data_dir, gpus, tolerance, **kwargs):
+def rerun(study, number, data_dir, gpus, tolerance, allow_builder, **kwargs):
     """Train trial NUMBER of STUDY again from its stored params and seed, and compare its curves with the stored
     ones (exit 1 when they differ)."""
     from fitgap.studies.api import rerun as again
 
-    result = again(study, number, data_dir=data_dir, gpus=gpus, tolerance=tolerance, **_stores(kwargs))
+    result = again(study, number, data_dir=data_dir, gpus=gpus, tolerance=tolerance, allow_builder=allow_builder,
+                   **_stores(kwargs))
     click.echo(result.comparison())
     if not result.matches:
         sys.exit(1)

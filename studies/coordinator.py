@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import optuna
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
-from fitgap.errors import RunError
+from fitgap.errors import RunError, scrub
 from fitgap.studies.choice import executor_for, take_batch
 from fitgap.studies.executors import Died, Executor, ExecutorProcess, StartExecutor
 from fitgap.studies.messages import Epochs, Ready, TrialOutcome, TrialTask
@@ -36,6 +38,8 @@ from fitgap.sweeps.space import suggest, trial_params
 from fitgap.tracking.records import EpochRecord, TrialRecord
 from fitgap.tracking.writer import TrackingWriter, WriterDied, Written
 
+# What a store raises when it refuses a write mid-launch: the launch stops with a run error
+STORE_FAILURES = (SQLAlchemyError, MlflowException, OSError)
 MAX_START_FAILURES = 3  # executors of one slot in a row that die before they are ready: then the launch stops
 # The reason recorded for the trials a signal interrupts (they are not retried: the user stopped them)
 INTERRUPTIONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
@@ -104,7 +108,8 @@ class Coordinator:
             self.used = self.h.used_budget()
             if self._remaining() > 0:
                 stores = self.h.stores
-                self.writer = TrackingWriter(self.events, stores.tracking_uri, stores.artifact_root, stores.results_url)
+                self.writer = TrackingWriter(self.events, stores.tracking_uri, stores.artifact_root, stores.results_url,
+                                             stores.workspace / "logs" / "tracking.log")
                 for slot in self.slots.values():
                     self._start_executor(slot)
             last_beat = time.time()
@@ -128,6 +133,11 @@ class Coordinator:
             if self.waiting:  # stopping, and no executor left to train them
                 self._drop_waiting("not started: the launch stopped", retry=True)
             self._drain()
+        except (RunError, *STORE_FAILURES) as error:  # a store failing mid-launch (a full disk, a lost server) too
+            stopped = error if isinstance(error, RunError) else RunError(
+                f"a store failed: {scrub(f'{type(error).__name__}: {error}'.splitlines()[0])[:300]}")
+            self._abandon(f"not recorded: the launch stopped ({stopped})")
+            raise stopped from None
         except KeyboardInterrupt:
             self.stopping = True
             reason = INTERRUPTIONS.get(self.signal, INTERRUPTIONS[signal.SIGINT])
@@ -216,7 +226,8 @@ class Coordinator:
             raise KeyboardInterrupt
         if source is self.writer:
             if isinstance(message, WriterDied):
-                raise RunError(f"the tracking process exited (code {message.returncode}): see the messages above")
+                raise RunError(f"the tracking process exited (code {message.returncode}): see "
+                               f"{self.writer.log_path}")
             self._written(message)
             return
         index = source.slot.index
@@ -347,13 +358,22 @@ class Coordinator:
     def _written(self, message: Written) -> None:
         trial, record, retry = self.writing.pop(message.number)
         if message.error:
-            raise RunError(f"trial {message.number} could not be written: {message.error}")
+            raise RunError(f"trial {message.number} could not be written: {message.error} (see "
+                           f"{self.writer.log_path})")
         self.h.conclude(trial.trial, record, retry=retry)
         self.spent = self.spent and not retry
         del self.trials[record.number]
         self.finished.append(record)
         self.used += not retry  # a retried failure counts once, as its retry
         self.on_trial(record, self.used, self.h.budget)
+
+    def _abandon(self, reason: str) -> None:
+        """On a run error, fail the trials this launch asked and did not record (retried by the next launch), as far
+        as the stores still take writes: on a full disk they may not, and what stays RUNNING is failed by the next
+        launch."""
+        for executor in self.executors.values():
+            executor.close(kill=True)
+        self.h.abandon([t.trial for t in self.trials.values()], reason[:300], self.retries)
 
     def _drain(self) -> None:
         """Wait for the records being written, and tell Optuna about them (Ctrl-C: the interrupted trials)."""

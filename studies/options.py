@@ -19,7 +19,8 @@ class RunOptions:
     `choice.choose_k`). allow_builder: let a spec's `model.builder` import the user's module. save_models: none,
     best (the best trial's model, or the Pareto set's, under <workspace>/models/<study>/, also logged to its MLflow
     run) or all. plots: which trials get their plots (learning curves, decision boundary) in their MLflow runs: none,
-    best (each new best: `keeping.PlotPolicy`) or all."""
+    best (each new best: `keeping.PlotPolicy`) or all. deterministic: TensorFlow's op determinism in every executor
+    (on a GPU, what `fitgap rerun` needs to reproduce a trial to the bit; costs some speed)."""
 
     timeout: float | None = None
     gpus: str | None = None
@@ -31,6 +32,7 @@ class RunOptions:
     allow_builder: bool = False
     save_models: str = "best"
     plots: str = "best"
+    deterministic: bool = False
 
     def __post_init__(self):
         for name in ("save_models", "plots"):

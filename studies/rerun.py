@@ -7,6 +7,7 @@ launch combines them (`trials.mean_curves`). Nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from fitgap.studies.slots import plan_slots
 from fitgap.studies.stores import Stores
 from fitgap.studies.study import load_study, stored_spec
 from fitgap.studies.trials import mean_curves, trial_task
-from fitgap.sweeps.spec import SpecError
+from fitgap.sweeps.spec import SpecError, check_builder
 from fitgap.tracking.records import EpochRecord
 from fitgap.tracking.results import ResultsDB
 
@@ -31,8 +32,9 @@ class Rerun:
     study: str
     number: int
     seeds: list[int]  # one per repeat: the stored seed first
-    state: str
+    state: str  # the rerun's
     reason: str | None
+    stored_state: str  # the trial's: a pruned trial is stopped where it was pruned, so PRUNED matches PRUNED
     stored: list[dict[str, Any]]  # the results database's epochs
     again: list[dict[str, Any]]  # the rerun's (the mean over repeats, as stored)
     tolerance: float
@@ -49,7 +51,7 @@ class Rerun:
     @property
     def matches(self) -> bool:
         scale = {k: max([1.0] + [abs(e[k]) for e in self.stored if e.get(k) is not None]) for k in self.differences()}
-        return (self.state == "COMPLETE" and len(self.stored) == len(self.again) and bool(self.again)
+        return (self.state == self.stored_state and len(self.stored) == len(self.again) and bool(self.again)
                 and all(d <= self.tolerance * scale[k] for k, d in self.differences().items()))
 
     def comparison(self) -> str:
@@ -67,13 +69,16 @@ class Rerun:
 
 
 def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | None = None, tolerance: float = 1e-5,
-          **store_options) -> Rerun:
+          allow_builder: bool = False, **store_options) -> Rerun:
     """Rebuild trial `number` from the results database — its stored params, seed and executor — and train it again
     through an executor process (the dataset section comes from the spec stored with the study, its relative paths
-    resolving in `data_dir`). Nothing is written. With the same seed the curves match the stored ones."""
+    resolving in `data_dir`; a `model.builder` module runs only with `allow_builder`, since on shared storage
+    someone else wrote its name). A pruned trial stops where it was pruned. Nothing is written. With the same seed
+    the curves match the stored ones."""
     stores = Stores.resolve(**store_options)
     study = load_study(name, stores)
     spec = stored_spec(study, Path(data_dir))
+    check_builder(spec, allow_builder)
     with ResultsDB(stores.results_url) as results:
         row = next((r for r in results.trials(name) if r["number"] == number), None)
         if row is None:
@@ -86,11 +91,12 @@ def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | Non
     data = load_dataset(spec.dataset.model_dump(), spec.base_dir)
     if data.content_hash != study.user_attrs.get("fitgap.dataset_hash"):
         raise SpecError(f"the data of study {name!r} differ from the data it was trained on: use --data-dir")
-    tasks = [trial_task(spec, number, params, repeat, row["executor"] or "keras", prune=False)
-             for repeat in range(row["repeats"] or 1)]
+    pruned_at = frozenset({stored[-1]["epoch"]}) if row["state"] == "PRUNED" and stored else frozenset()
+    tasks = [dataclasses.replace(trial_task(spec, number, params, repeat, row["executor"] or "keras", prune=False),
+                                 decide_at=pruned_at) for repeat in range(row["repeats"] or 1)]
     seeds = [task.seed for task in tasks]
     events: queue.Queue = queue.Queue()
-    slot = plan_slots(gpus, 1, None)[0]
+    slot = plan_slots(gpus, 1, None, deterministic=True)[0]  # on a GPU, a match to the bit needs it
     executor = ExecutorProcess(slot, events, stores.workspace / "logs" / "rerun.log")
     runs: list[list[EpochRecord]] = []
     outcome: TrialOutcome | None = None
@@ -102,6 +108,9 @@ def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | Non
                 executor.submit(pending.pop(0))
             elif isinstance(message, Epochs):
                 current += message.records
+                for record in message.records:
+                    if record.epoch in pruned_at:  # the executor waits for the pruner's answer: stop, as it did
+                        executor.decide(number, record.epoch, True)
             elif isinstance(message, TrialOutcome):
                 runs.append(current)
                 current = []
@@ -114,4 +123,4 @@ def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | Non
     finally:
         executor.close()
     again = [{"epoch": e.epoch, **e.metrics} for e in mean_curves(runs)] if runs and all(runs) else []
-    return Rerun(name, number, seeds, outcome.state, outcome.reason, stored, again, tolerance)
+    return Rerun(name, number, seeds, outcome.state, outcome.reason, row["state"], stored, again, tolerance)

@@ -12,8 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fitgap.errors import UsageError
-from fitgap.tracking.results import redact, sqlite_path
+from fitgap.errors import UsageError, scrub
+from fitgap.tracking.results import error_line, redact, sqlite_path
+
+# What `--tracking-uri` takes: MLflow's database stores (SQLAlchemy URLs), a tracking server, a local folder
+TRACKING_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+REACH_TIMEOUT_S = 10
 
 DEFAULT_WORKSPACE = "fitgap-data"
 
@@ -44,6 +48,20 @@ class Stores:
     def artifact_root(self) -> Path | None:
         """Artifacts of local MLflow stores go in the workspace (MLflow would use the current directory)."""
         return self.workspace / "artifacts" if self.tracking_uri.startswith(("sqlite:", "file:", "/")) else None
+
+    def check(self) -> None:
+        """Reach every store that is not a local file, before anything is created anywhere: a wrong or unreachable
+        URL is one line naming its option, and leaves nothing behind."""
+        _reach_database("--storage", self.storage)
+        _reach_database("--results-url", self.results_url)
+        scheme = self.tracking_uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in self.tracking_uri else ""
+        if scheme in ("http", "https"):
+            _reach_server(self.tracking_uri)
+        elif scheme in TRACKING_DATABASES:
+            _reach_database("--tracking-uri", self.tracking_uri)
+        elif scheme not in ("", "file"):
+            raise StoreError(f"`--tracking-uri`: {redact(self.tracking_uri)} is not a tracking URI fitgap takes "
+                             f"({', '.join(TRACKING_DATABASES)}, http(s) or file URLs, or a folder)")
 
     def missing(self) -> list[str]:
         """The Optuna storage when it is a local SQLite file that doesn't exist yet: then there are no studies, and
@@ -84,5 +102,53 @@ class Stores:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def creation_lock(self):
+        """Held (waiting for it) while the workspace's SQLite stores are created or migrated, by a launch and by
+        `fitgap ui`: MLflow's migrations, run by two processes at once, leave its database half-migrated."""
+        if not sqlite_path(self.storage) and not sqlite_path(self.tracking_uri):
+            yield
+            return
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        folder = os.open(self.workspace, os.O_RDONLY)  # the folder itself is the lock: nothing is written
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder)  # which unlocks it
+
     def describe(self) -> str:
         return f"storage {redact(self.storage)}, tracking {redact(self.tracking_uri)}, results {redact(self.results_url)}"
+
+
+def _reach_database(option: str, url: str) -> None:
+    from sqlalchemy import create_engine, make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"`{option}`: not a database URL: {scrub(url)[:200]}") from None
+    if sqlite_path(parsed) is not None or parsed.get_backend_name() == "sqlite":
+        return  # a local file: created on first use
+    connect = {"connect_timeout": REACH_TIMEOUT_S} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+    try:
+        engine = create_engine(parsed, connect_args=connect)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except (SQLAlchemyError, ImportError, ValueError, TypeError) as exc:  # no such dialect or driver, unreachable
+        raise StoreError(f"`{option}`: cannot reach {redact(url)}: {scrub(error_line(exc))}") from None
+
+
+def _reach_server(uri: str) -> None:
+    import requests
+
+    try:
+        answer = requests.get(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S)
+    except requests.RequestException as exc:
+        raise StoreError(f"`--tracking-uri`: cannot reach the MLflow server at {redact(uri)} "
+                         f"({type(exc).__name__})") from None
+    if answer.status_code != 200:
+        raise StoreError(f"`--tracking-uri`: the MLflow server at {redact(uri)} answered {answer.status_code} "
+                         f"{answer.reason} to /health")

@@ -18,14 +18,16 @@ from pathlib import Path
 import optuna
 import yaml
 
+from fitgap.errors import scrub
 from fitgap.studies.keeping import ModelKeeper, PlotPolicy
 from fitgap.studies.stores import StoreError, Stores
 from fitgap.sweeps.pruning import make_pruner
 from fitgap.sweeps.space import derive_seed, make_sampler, trial_params
 from fitgap.sweeps.spec import SpecError, SweepSpec, changed_field, parse_spec
+from fitgap.sweeps.vocabulary import excerpt
 from fitgap.tracking.mlflow_sink import MlflowSink, StudyRun
 from fitgap.tracking.records import TrialRecord
-from fitgap.tracking.results import ResultsDB, sqlite_path
+from fitgap.tracking.results import ResultsDB, error_line, redact, sqlite_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # The heartbeat (the only way to fail the trials of a killed coordinator) is marked experimental; users needn't care.
@@ -43,12 +45,13 @@ _FINISHED = tuple(_STATES.values())
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs={"pool_pre_ping": True},
-        heartbeat_interval=HEARTBEAT_S,
-        grace_period=GRACE_PERIOD_S,
-    )
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+                                          grace_period=GRACE_PERIOD_S)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # a bad URL, no such driver, unreachable
+        raise StoreError(f"`--storage`: cannot open {redact(url)}: {scrub(error_line(exc))}") from None
 
 
 def load_study(name: str, stores: Stores) -> optuna.Study:
@@ -86,13 +89,15 @@ class StudyHandle:
     @staticmethod
     def check(spec: SweepSpec, stores: Stores, dataset_hash: str) -> None:
         """Everything that can forbid a launch, found before anything is written."""
+        stores.check()
         existing = _find(spec.name, stores)
         if existing is not None:
             changed = changed_field(existing.user_attrs["fitgap.spec"], spec.model_dump(mode="json", exclude={"trials"}))
             if changed:
                 name, was, now = changed
-                raise SpecError(f"spec field `{name}` changed since study {spec.name!r} was created (stored {was!r}, "
-                                f"now {now!r}); only `trials` may change: give the sweep a new `name` to start afresh")
+                raise SpecError(f"spec field `{name}` changed since study {spec.name!r} was created (stored "
+                                f"{excerpt(was)}, now {excerpt(now)}); only `trials` may change: give the sweep a new "
+                                "`name` to start afresh")
             if existing.user_attrs.get("fitgap.dataset_hash") != dataset_hash:
                 raise SpecError(f"`dataset`: the data of study {spec.name!r} differ from the data it was created "
                                 f"with (hash {existing.user_attrs.get('fitgap.dataset_hash')}, now {dataset_hash})")
@@ -107,8 +112,10 @@ class StudyHandle:
         dumped = spec.model_dump(mode="json", exclude={"trials"})
         cls.check(spec, stores, dataset_hash)
         existing = _find(spec.name, stores)
-        sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
         stores.workspace.mkdir(parents=True, exist_ok=True)
+        with stores.creation_lock():  # MLflow migrates a new store: with `fitgap ui` starting, one at a time
+            sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
+            sink.experiment(spec.name)
         storage = open_storage(stores.storage)
         if existing is None:
             study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions)
@@ -191,19 +198,41 @@ class StudyHandle:
         for run_id in set(self.sink.running_trial_runs(self.study_run)) - running:
             self.sink.fail_run(run_id, "coordinator died")
 
+    def abandon(self, trials: list[optuna.Trial], reason: str, retries: int) -> None:
+        """Fail these RUNNING trials of this coordinator's with `reason` and retry them, store by store as far as
+        each takes writes (after a full disk, Optuna's small writes may still pass where MLflow's fail): Optuna
+        first, since the next launch reads it; what a store refused, the next launch closes."""
+        records = []
+        with contextlib.suppress(Exception):  # noqa: BLE001 - the run error that brought us here says why
+            for trial in trials:
+                self.storage.set_trial_user_attr(trial._trial_id, "fitgap.reason", reason)  # while it may change
+                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                frozen = self.storage.get_trial(trial._trial_id)
+                records.append(self._stale_record(frozen, reason))
+                if frozen.user_attrs.get("fitgap.attempt", 0) < retries:
+                    self._retry(frozen)
+        for write in (lambda r: r.mlflow_run_id and self.sink.fail_run(r.mlflow_run_id, reason),
+                      self.results.write_trial):
+            with contextlib.suppress(Exception):  # noqa: BLE001
+                for record in records:
+                    write(record)
+
     def _record_stale(self, trial: optuna.trial.FrozenTrial, retries: int) -> None:
-        now = time.time()
-        record = TrialRecord(
-            study=self.spec.name, number=trial.number, state="FAIL", params=trial_params(self.spec, trial.params),
-            values=None, best_epoch=None, epochs=(), complexity={}, seed=trial.user_attrs.get("fitgap.seed", 0),
-            device="unknown", slot=-1, started_at=trial.datetime_start.timestamp() if trial.datetime_start else now,
-            finished_at=now, reason="coordinator died", mlflow_run_id=trial.user_attrs.get("fitgap.mlflow_run_id"),
-        )
+        record = self._stale_record(trial, "coordinator died")
         if record.mlflow_run_id:
-            self.sink.fail_run(record.mlflow_run_id, "coordinator died")
+            self.sink.fail_run(record.mlflow_run_id, record.reason)
         self.results.write_trial(record)
         if trial.user_attrs.get("fitgap.attempt", 0) < retries:
             self._retry(trial)
+
+    def _stale_record(self, trial: optuna.trial.FrozenTrial, reason: str) -> TrialRecord:
+        now = time.time()
+        return TrialRecord(
+            study=self.spec.name, number=trial.number, state="FAIL", params=trial_params(self.spec, trial.params),
+            values=None, best_epoch=None, epochs=(), complexity={}, seed=trial.user_attrs.get("fitgap.seed", 0),
+            device="unknown", slot=-1, started_at=trial.datetime_start.timestamp() if trial.datetime_start else now,
+            finished_at=now, reason=reason, mlflow_run_id=trial.user_attrs.get("fitgap.mlflow_run_id"),
+        )
 
     def _retry(self, trial) -> None:
         self.study.enqueue_trial(trial.params, user_attrs={"fitgap.retry_of": trial.number,
@@ -256,15 +285,25 @@ def _study_tags(spec: SweepSpec, dataset_hash: str) -> dict[str, str]:
             tags[f"fitgap.version.{package}"] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             pass
-    commit = _git_commit(Path.cwd())
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
+    # Provenance: the commit of the repository holding the spec (MLflow's own tag) and of fitgap's, each flagged
+    # when its tracked files have uncommitted changes (then the commit alone does not say what ran).
+    for commit, dirty, where in (("mlflow.source.git.commit", "fitgap.spec.git.dirty", spec.base_dir),
+                                 ("fitgap.source.git.commit", "fitgap.source.git.dirty", Path(__file__).parent)):
+        found = _git_state(where)
+        if found:
+            tags[commit], tags[dirty] = found
     return tags
 
 
-def _git_commit(where: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+def _git_state(where: Path) -> tuple[str, str] | None:
+    """(commit, "true" | "false": uncommitted changes to tracked files) of the git repository holding `where`."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return (commit, str(bool(changes)).lower()) if commit and changes is not None else None

@@ -211,6 +211,47 @@ def test_clicks_usage_errors_are_one_line_naming_the_option_and_value(args, expe
     assert result.stderr.startswith("fitgap: error: ")
 
 
+def test_ui_refuses_a_missing_workspace_an_unknown_study_and_a_busy_port_before_writing_anything(workspace, tmp_path):
+    import socket
+
+    missing = tmp_path / "typo"
+    assert_refused(run("ui", "--workspace", str(missing)), f"no MLflow store at {missing / 'mlflow.db'}")
+    assert not missing.exists()
+    before = snapshot(workspace)
+    assert_refused(run("ui", "nosuch", "--workspace", str(workspace)), "unknown study 'nosuch'")
+    with socket.socket() as other:  # another server already on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = str(other.getsockname()[1])
+        assert_refused(run("ui", "--workspace", str(workspace), "--port", port), f"`--port`: {port} on 127.0.0.1 is "
+                       "already in use")
+    assert_refused(run("ui", "--workspace", str(workspace), "--port", "99999"), "Invalid value for '--port': 99999")
+    assert snapshot(workspace) == before
+
+
+UNREACHABLE = "postgresql+psycopg://fitgap:SECRET@127.0.0.1:1/fitgap"  # nothing listens on port 1
+
+
+@pytest.mark.parametrize("option, url, expected", [
+    ("--storage", UNREACHABLE, "`--storage`: cannot reach postgresql+psycopg://fitgap:***@127.0.0.1:1/fitgap"),
+    ("--storage", "bogus://x", "`--storage`: cannot reach bogus://x: Can't load plugin"),
+    ("--storage", "::not a url::", "`--storage`: not a database URL: ::not a url::"),
+    ("--results-url", UNREACHABLE, "`--results-url`: cannot reach postgresql+psycopg://fitgap:***@127.0.0.1:1"),
+    ("--tracking-uri", UNREACHABLE, "`--tracking-uri`: cannot reach postgresql+psycopg://fitgap:***@127.0.0.1:1"),
+    ("--tracking-uri", "bogus://x", "`--tracking-uri`: bogus://x is not a tracking URI fitgap takes"),
+    ("--tracking-uri", "http://u:SECRET@127.0.0.1:9/", "`--tracking-uri`: cannot reach the MLflow server at "
+                                                      "http://u:***@127.0.0.1:9/"),
+])
+def test_every_store_is_reached_before_anything_is_created(option, url, expected, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GOOD)
+    workspace = tmp_path / "ws"
+    for command in (["launch", str(spec)], ["create", str(spec)]):
+        result = run(*command, "--workspace", str(workspace), option, url)
+        assert_refused(result, expected)
+        assert "SECRET" not in result.stderr and not workspace.exists()
+
+
 def test_help_is_still_clicks_own():
     for args in (["--help"], ["launch", "--help"], ["query", "-h"]):
         result = run(*args)

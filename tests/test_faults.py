@@ -67,7 +67,36 @@ def study(workspace, tmp_path):
         def results(self, name):
             return {row["number"]: row for row in ResultsDB(self.stores.results_url).trials(name)}
 
-    return Study()
+    yield Study()
+    assert_sound(Study.stores)  # after every scenario, whatever it did
+
+
+def assert_sound(stores: Stores) -> None:
+    """What fitgap promises after any fault, once the launches have returned: no Optuna trial and no MLflow run left
+    RUNNING, every COMPLETE trial with its FINISHED MLflow run and its COMPLETE results row, and the three SQLite
+    databases passing their integrity check."""
+    import sqlite3
+
+    if not (stores.workspace / "optuna.db").exists():
+        return
+    storage = optuna.storages.RDBStorage(stores.storage)
+    client = MlflowClient(tracking_uri=stores.tracking_uri)
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        name = summary.study_name
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        assert not running(trials), (name, [t.number for t in running(trials)])
+        experiment = client.get_experiment_by_name(name)
+        runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])} if experiment else {}
+        assert all(r.info.status != "RUNNING" for r in runs.values()), name
+        rows = {row["number"]: row for row in ResultsDB(stores.results_url).trials(name)}
+        for trial in trials:
+            if trial.state.name == "COMPLETE":
+                assert runs[trial.user_attrs["fitgap.mlflow_run_id"]].info.status == "FINISHED", (name, trial.number)
+                assert rows[trial.number]["state"] == "COMPLETE", (name, trial.number)
+    for file in ("optuna.db", "mlflow.db", "results.db"):
+        if (stores.workspace / file).exists():
+            with sqlite3.connect(stores.workspace / file) as db:
+                assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",), file
 
 
 def wait_for(condition, timeout=90.0, every=0.2):
@@ -235,7 +264,7 @@ def test_median_pruner_prunes_at_report_epochs_and_keeps_the_full_curve(study):
 
 def test_fake_gpus_pin_each_executor_and_its_trials(study):
     spec = study.spec(spec_text("pinned", epochs=2, trials=4))
-    env = {"FITGAP_FAKE_GPUS": "0,1", "FITGAP_FAKE_GPU_MEMORY_MB": "1000"}
+    env = {"FITGAP_FAKE_GPUS": "0,1", "FITGAP_FAKE_GPU_MEMORY_MB": "16000"}
     launch = study.start(spec, "--gpus", "all", "--slots-per-gpu", "2", "--cpu-slots", "0", env=env)
     out, err = launch.communicate(timeout=240)
     assert launch.returncode == 0, err
@@ -271,6 +300,72 @@ def test_delete_removes_the_study_everywhere_and_frees_its_name(study):
     assert [t.state.name for t in study.trials("doomed")] == ["COMPLETE"]
 
 
+def test_a_killed_tracking_process_stops_the_launch_in_one_line_and_a_relaunch_loses_nothing(study):
+    spec = study.spec(spec_text("kill-tracking", epochs=300, trials=3))
+    launch = study.start(spec)
+    wait_for(lambda: any(t.state.name == "COMPLETE" for t in study.trials("kill-tracking")), timeout=120)
+    writer = subprocess.run(["pgrep", "-P", str(launch.pid), "-f", "fitgap.tracking.writer"], capture_output=True,
+                            text=True).stdout.split()
+    os.kill(int(writer[0]), signal.SIGKILL)
+    _, err = launch.communicate(timeout=120)
+    assert launch.returncode == 1, err
+    assert err.strip().splitlines()[-1].startswith("fitgap: error: the tracking process exited (code -9)"), err
+    assert "Traceback" not in err
+    again = fitgap("launch", str(spec), "--workspace", str(study.stores.workspace), "--cpu-slots", "1")
+    assert again.returncode == 0, again.stderr
+    assert sum(t.state.name == "COMPLETE" for t in study.trials("kill-tracking")) == 3
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A workspace on a 3 MB filesystem (a tmpfs, where the tests may mount one), else every file capped at 3 MB
+    (RLIMIT_FSIZE, with SIGXFSZ ignored: writes past it fail as on a full disk). Yields (folder, preexec, grow)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+                                                   capture_output=True).returncode == 0
+    limit = {"on": not mounted}
+
+    def preexec():
+        if limit["on"]:
+            import resource
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
+
+    def grow():
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,size=256m", str(folder)], check=True)
+        limit["on"] = False
+
+    yield folder, preexec, grow
+    if mounted:
+        subprocess.run(["umount", "-l", str(folder)])
+
+
+def test_a_full_disk_stops_the_launch_in_one_line_leaves_nothing_running_and_a_relaunch_finishes(study, small_disk):
+    folder, preexec, grow = small_disk
+    spec = study.spec(spec_text("full", epochs=100, trials=30).replace("executor: keras\n", "executor: fused\n"))
+    command = [sys.executable, "-m", "fitgap.studies.cli", "launch", str(spec), "--workspace", str(folder / "ws"),
+               "--cpu-slots", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))}
+    full = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=preexec)
+    assert full.returncode == 1, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert "Traceback" not in full.stderr and len(lines) <= 31, full.stderr[-3000:]  # a progress line per trial
+    assert lines[-1].startswith("fitgap: error: ") and "logs/tracking.log" in lines[-1], lines[-1]
+    stores = Stores.resolve(workspace=folder / "ws")
+    trials = optuna.load_study(study_name="full", storage=stores.storage).get_trials()
+    assert not running(trials) and any(t.state.name == "FAIL" for t in trials)
+    grow()
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = optuna.load_study(study_name="full", storage=stores.storage).get_trials()
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 30
+    assert_sound(stores)
+
+
 def test_simultaneous_launches_on_a_fresh_workspace_leave_one_coordinator_and_sound_stores(study, tmp_path):
     """Four launches of one spec at the same moment on an empty folder: one runs, the others are refused in one line
     before they write anything (stores are created only under the workspace's lock), and the stores stay sound."""
@@ -289,8 +384,8 @@ def test_simultaneous_launches_on_a_fresh_workspace_leave_one_coordinator_and_so
             assert len(err.strip().splitlines()) == 1 and "in use by another fitgap coordinator" in err, err
     for name in ("optuna.db", "mlflow.db", "results.db"):
         with sqlite3.connect(fresh / name) as db:
-            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             assert not db.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp%'").fetchall()
+    assert_sound(Stores.resolve(workspace=fresh))
     again = fitgap("launch", str(spec), "--workspace", str(fresh), "--trials", "2")
     assert again.returncode == 0, again.stderr
     assert [t.state.name for t in optuna.load_study(study_name="race", storage=f"sqlite:///{fresh / 'optuna.db'}")

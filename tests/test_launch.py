@@ -173,11 +173,17 @@ def test_fitgap_ui_serves_the_study_with_its_nested_runs(launched):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     ui = subprocess.Popen([sys.executable, "-m", "fitgap.studies.cli", "ui", "e2e", "--port", str(port), "--workspace",
-                           str(launched["workspace"])], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                           str(launched["workspace"]), "--host", "0.0.0.0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = ui.stdout.readline()  # printed only once the server answers
         base = f"http://127.0.0.1:{port}"
         assert line.startswith(f"e2e: {base}/#/experiments/") and line.rstrip().endswith("/runs"), line
+        # The store's URL (a database password, on PostgreSQL) is not on the server's command line, which `ps` shows
+        server = [p for p in Path("/proc").glob("[0-9]*") if _parent_pid(p) == ui.pid]
+        assert len(server) == 1
+        command_line = (server[0] / "cmdline").read_bytes().decode()
+        assert "mlflow" in command_line and "mlflow.db" not in command_line, command_line
 
         def call(path, body=None):
             data = json.dumps(body).encode() if body is not None else None
@@ -200,9 +206,17 @@ def test_fitgap_ui_serves_the_study_with_its_nested_runs(launched):
             assert sorted(m["step"] for m in history) == [0, 1, 2, 3]
     finally:
         ui.terminate()
-        ui.wait(timeout=30)
+        _, stderr = ui.communicate(timeout=30)
     with pytest.raises(ConnectionRefusedError):  # the server went with it: no orphan keeps the port
         socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert stderr.startswith("warning: serving on 0.0.0.0: the MLflow UI has no authentication"), stderr
+
+
+def _parent_pid(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 SHADOWS = {  # what a user's folder may hold: modules named like fitgap's folders, each failing if imported
@@ -230,3 +244,27 @@ def test_modules_named_like_fitgaps_folders_in_the_working_directory_or_on_the_p
         assert result.returncode == 0, (args, result.stderr)
     assert "1 COMPLETE" in result.stdout
     assert "was imported" not in (here / "ws" / "logs" / "executor-0.log").read_text()
+
+
+def test_provenance_is_the_commit_of_the_specs_repository_flagged_when_it_has_uncommitted_changes(tmp_path,
+                                                                                                   monkeypatch):
+    from fitgap.studies.study import _study_tags
+    from fitgap.sweeps.spec import load_spec
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path / "repo"), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "e2e.yaml").write_text(SPEC)
+    git("init", "-q")
+    git("add", "e2e.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "spec")
+    monkeypatch.chdir(tmp_path)  # not a repository: the working directory says nothing of the spec
+    tags = _study_tags(load_spec(tmp_path / "repo" / "e2e.yaml"), "hash")
+    assert tags["mlflow.source.git.commit"] == git("rev-parse", "HEAD") and tags["fitgap.spec.git.dirty"] == "false"
+    (tmp_path / "repo" / "e2e.yaml").write_text(SPEC.replace("epochs: 4", "epochs: 5"))
+    assert _study_tags(load_spec(tmp_path / "repo" / "e2e.yaml"), "hash")["fitgap.spec.git.dirty"] == "true"
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "e2e.yaml").write_text(SPEC)
+    assert "mlflow.source.git.commit" not in _study_tags(load_spec(tmp_path / "alone" / "e2e.yaml"), "hash")

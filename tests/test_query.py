@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import time
 import uuid
 from pathlib import Path
 
@@ -368,6 +369,28 @@ def test_the_sqlite_authorizer_alone_refuses_them(tmp_path, statement):
 
     assert fingerprint(db) == before and not (tmp_path / "x.db").exists()
     assert readonly.run_sqlite(db, "SELECT count(*) FROM trials", None)[1] == [(len(TRIALS) + len(OTHER),)]
+
+
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+ROWS = {"sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c",
+        "postgres": "SELECT x FROM generate_series(1, {n}) AS x"}
+
+
+def test_a_statement_that_runs_too_long_is_stopped_at_its_time_limit(url):
+    started = time.monotonic()
+    assert_refused(run("query", "--results-url", url, "--sql", ENDLESS, "--sql-timeout", "0.5"),
+                   "the statement ran past its time limit of 0.5 s and was stopped")
+    assert time.monotonic() - started < 10
+    assert run("query", "--results-url", url, "--sql", "SELECT count(*) AS n FROM trials").exit_code == 0
+
+
+def test_a_statement_returns_at_most_max_rows_unless_a_limit_is_given(url):
+    rows = ROWS["postgres" if url.startswith("postgres") else "sqlite"]
+    many = rows.format(n=readonly.MAX_ROWS + 1)
+    assert_refused(run("query", "--results-url", url, "--sql", many), "returns more than 100,000 rows")
+    result = run("query", "--results-url", url, "--sql", many, "--limit", "3", "--format", "csv")
+    assert result.exit_code == 0 and result.output.split() == ["x", "1", "2", "3"], result.output
+    assert len(run_sql(url, rows.format(n=readonly.MAX_ROWS))) == readonly.MAX_ROWS
 
 
 def test_queries_and_exports_leave_the_sqlite_file_untouched(sqlite_url, tmp_path):

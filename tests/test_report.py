@@ -141,11 +141,13 @@ def test_the_course_l2_study_has_five_single_seed_trials_per_arm():
 
 def test_the_rerun_comparison_sees_a_difference():
     stored = [{"epoch": 0, "loss": 0.5, "val_loss": 0.6}, {"epoch": 1, "loss": 0.4, "val_loss": 0.5}]
-    same = Rerun("s", 0, [1], "COMPLETE", None, stored, [dict(e) for e in stored], 1e-5)
+    same = Rerun("s", 0, [1], "COMPLETE", None, "COMPLETE", stored, [dict(e) for e in stored], 1e-5)
     assert same.matches and "curves match" in same.comparison()
-    off = Rerun("s", 0, [1], "COMPLETE", None, stored, [stored[0], {**stored[1], "val_loss": 0.5001}], 1e-5)
+    off = Rerun("s", 0, [1], "COMPLETE", None, "COMPLETE", stored, [stored[0], {**stored[1], "val_loss": 0.5001}],
+                1e-5)
     assert not off.matches and off.differences()["val_loss"] == pytest.approx(1e-4) and "DIFFER" in off.comparison()
-    assert not Rerun("s", 0, [1], "COMPLETE", None, stored, stored[:1], 1e-5).matches
+    assert not Rerun("s", 0, [1], "COMPLETE", None, "COMPLETE", stored, stored[:1], 1e-5).matches
+    assert not Rerun("s", 0, [1], "PRUNED", "stopped", "COMPLETE", stored, stored, 1e-5).matches
 
 
 def test_the_report_of_a_created_study_without_trials_and_of_an_unknown_one(workspace, tmp_path):
@@ -289,6 +291,22 @@ def test_rerun_of_a_trial_with_repeats_retrains_each_repeat_and_matches_their_me
     launch(spec, workspace=workspace, cpu_slots=1, save_models="none", plots="none")
     result = rerun("twice", 0, workspace=workspace)
     assert len(result.seeds) == 2 and len(result.again) == len(result.stored) == 5
+    assert result.matches, result.comparison()
+
+
+@pytest.mark.tensorflow
+def test_rerun_of_a_pruned_trial_stops_where_it_was_pruned_and_matches(workspace):
+    spec = parse_spec({"name": "cut", "dataset": {"name": "dot"}, "model": {"hidden": [4]}, "epochs": 8, "trials": 3,
+                       "executor": "keras", "objective": [{"metric": "val_accuracy"}],
+                       "pruner": {"type": "median", "n_startup_trials": 2, "report_every": 2},
+                       "search": {"learning_rate": {"type": "float", "low": 1e-6, "high": 0.5, "log": True}},
+                       "enqueue": [{"learning_rate": 0.3}, {"learning_rate": 0.3}, {"learning_rate": 1e-6}]})
+    launch(spec, workspace=workspace, cpu_slots=1, save_models="none", plots="none")
+    with ResultsDB(Stores.resolve(workspace=workspace).results_url) as results:
+        states = {row["number"]: row["state"] for row in results.trials("cut")}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
+    result = rerun("cut", 2, workspace=workspace)
+    assert result.state == "PRUNED" and len(result.again) == len(result.stored) < 8
     assert result.matches, result.comparison()
 
 

@@ -295,6 +295,16 @@ def test_a_builder_spec_is_refused_unless_allowed(tmp_path, monkeypatch):
     launch = runner.invoke(main, ["launch", str(tmp_path / "spec.yaml"), "--workspace", str(tmp_path / "ws")])
     assert launch.exit_code == 2 and "--allow-builder" in launch.stderr and not (tmp_path / "ws").exists()
 
+    # rerun runs a stored spec's builder (on shared storage, someone else's module name) only when allowed too
+    from fitgap.studies.api import create, rerun
+
+    create(tmp_path / "spec.yaml", allow_builder=True, workspace=tmp_path / "created")
+    with pytest.raises(SpecError, match="would import and run your code: pass --allow-builder"):
+        rerun("built", 0, data_dir=tmp_path, workspace=tmp_path / "created")
+    with pytest.raises(SpecError, match="has no trial 0"):
+        rerun("built", 0, data_dir=tmp_path, workspace=tmp_path / "created", allow_builder=True)
+    assert "my_builders" not in sys.modules
+
     (tmp_path / "my_builders.py").unlink()
     with pytest.raises(SpecError, match="no module 'my_builders'"):
         check_builder(spec, allow_builder=True)

@@ -29,6 +29,9 @@ from fitgap.tracking.records import TrialRecord
 
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)  # store creation logs its migrations at INFO
+# MLflow's store logs every database error with its traceback, then raises it: fitgap turns the raised error into
+# one line (a full disk, a lost server), so the log would only put a traceback on the user's terminal.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # else MLflow 3's UI opens on GenAI pages
 _STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}

@@ -14,6 +14,7 @@ Column names are read from the live table, so columns added by later migrations 
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -21,7 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
-from fitgap.tracking.readonly import QueryError, open_engine, read_rows
+from fitgap.tracking.readonly import SQL_TIMEOUT_S, QueryError, open_engine, read_rows
 from fitgap.tracking.render import QUERY_FORMATS, render
 from fitgap.tracking.results import error_line, redact
 from fitgap.tracking.where import HIDDEN_COLUMNS, column_kind, compile_order, compile_where, find_column, names_in
@@ -79,10 +80,13 @@ def known_studies(url: str) -> list[str]:
         return _studies(conn, table)
 
 
-def run_sql(url: str, sql: str, limit: int | None = None) -> pd.DataFrame:
-    """The result of one reading SQL statement (at most `limit` rows). Anything that would write is refused."""
+def run_sql(url: str, sql: str, limit: int | None = None, timeout: float = SQL_TIMEOUT_S) -> pd.DataFrame:
+    """The result of one reading SQL statement (at most `limit` rows, else at most `readonly.MAX_ROWS`, within
+    `timeout` seconds). Anything that would write is refused."""
     _check_limit(limit)
-    names, rows = read_rows(url, sql, limit)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise QueryError(f"`timeout` must be a number of seconds > 0, but got {timeout!r}")
+    names, rows = read_rows(url, sql, limit, timeout)
     return pd.DataFrame.from_records(rows, columns=names)
 
 
@@ -103,7 +107,7 @@ def export(url: str, study: str, path: str | Path, format: str) -> int:
 
 def query_text(url: str, study: str | None = None, *, sql: str | None = None, where: str | None = None,
                order_by: str | None = None, limit: int | None = None, columns: Sequence[str] | None = None,
-               format: str = "table") -> str:
+               format: str = "table", sql_timeout: float = SQL_TIMEOUT_S) -> str:
     """What ``fitgap query`` prints: a study's trials (or the rows of `sql`) as a table, CSV or JSON.
 
     The table shows :data:`TABLE_COLUMNS` plus any column named in `where` or `order_by`; csv and json show
@@ -116,7 +120,7 @@ def query_text(url: str, study: str | None = None, *, sql: str | None = None, wh
                                           ("--columns", columns)) if given]
         if extra:
             raise QueryError(f"--sql takes no {', '.join(extra)}: say it in the SQL")
-        frame = run_sql(url, sql, limit)
+        frame = run_sql(url, sql, limit, sql_timeout)
     elif study is None:
         raise QueryError(f"name a study or give --sql; {_studies_text(known_studies(url))}")
     else:

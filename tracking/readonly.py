@@ -8,12 +8,17 @@ Writing is refused by the database itself, not by our parsing:
 :func:`check_reading_statement` comes first (exactly one statement, not a known non-query command): it gives clearer
 messages, and also blocks PostgreSQL's ``COPY ... TO``, ``DO`` and ``LOAD``, which a read-only transaction lets
 through. Every refusal, and every bad URL, is a one-line :class:`QueryError`.
+
+Reading is bounded too, as a database tool bounds it for untrusted users: a statement runs at most `timeout` seconds
+(SQLite: a progress handler; PostgreSQL: `statement_timeout`) and returns at most MAX_ROWS rows unless a `limit` is
+given. Memory follows from both; a PostgreSQL role that may only SELECT is still what an untrusted user should get.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,10 @@ from sqlalchemy.pool import NullPool
 
 from fitgap.errors import UsageError
 from fitgap.tracking.results import error_line, parse_url, redact, sqlite_path
+
+
+SQL_TIMEOUT_S = 30.0  # the longest a --sql statement runs by default
+MAX_ROWS = 100_000  # the most rows a --sql statement returns without a limit
 
 
 class QueryError(UsageError):
@@ -42,13 +51,23 @@ def open_engine(url: str) -> Engine:
         raise QueryError(f"cannot open {redact(url)}: {error_line(exc)}") from None
 
 
-def read_rows(url: str, sql: str, limit: int | None) -> tuple[list[str], list[tuple]]:
-    """The column names and (at most `limit`) rows of one reading statement; anything that would write is refused."""
+def read_rows(url: str, sql: str, limit: int | None, timeout: float = SQL_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
+    """The column names and (at most `limit`) rows of one reading statement; anything that would write is refused,
+    a statement that runs past `timeout` seconds is stopped, and more than MAX_ROWS rows without a limit refused."""
     check_reading_statement(sql)
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return run_sqlite(_sqlite_file(parsed, url), sql, limit)
-    return run_postgresql(parsed, url, sql, limit)
+        names, rows = run_sqlite(_sqlite_file(parsed, url), sql, limit or MAX_ROWS + 1, timeout)
+    else:
+        names, rows = run_postgresql(parsed, url, sql, limit or MAX_ROWS + 1, timeout)
+    if limit is None and len(rows) > MAX_ROWS:
+        raise QueryError(f"the statement returns more than {MAX_ROWS:,} rows: narrow it, or pass a limit (--limit)")
+    return names, rows
+
+
+def _too_slow(timeout: float) -> QueryError:
+    return QueryError(f"the statement ran past its time limit of {timeout:g} s and was stopped: narrow it, or "
+                      "allow it longer (--sql-timeout)")
 
 
 def _parse_url(url: str) -> URL:
@@ -98,15 +117,19 @@ def _sqlite_connect(path: Path, denied: list[str] | None = None) -> sqlite3.Conn
     return connection
 
 
-def run_sqlite(path: Path, sql: str, limit: int | None) -> tuple[list[str], list[tuple]]:
+def run_sqlite(path: Path, sql: str, limit: int | None, timeout: float = SQL_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
     """`sql` on a read-only, authorized connection: no pre-check here, the database alone refuses writes."""
     denied: list[str] = []
     connection = _sqlite_connect(path, denied)
+    deadline = time.monotonic() + timeout
+    connection.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)  # true: interrupt the statement
     try:
         cursor = connection.execute(sql)
         names = [d[0] for d in cursor.description or ()]
         rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
     except sqlite3.Error as exc:
+        if time.monotonic() > deadline and "interrupted" in str(exc):
+            raise _too_slow(timeout) from None
         if "one statement" in str(exc):  # what the lexer missed, e.g. a `;` inside quoting SQLite lacks
             raise QueryError(f"exactly one statement is allowed: {_clip(sql)}") from None
         if denied:
@@ -121,7 +144,8 @@ def run_sqlite(path: Path, sql: str, limit: int | None) -> tuple[list[str], list
 # ---------------------------------------------------------------- PostgreSQL: read-only transactions
 
 
-def run_postgresql(parsed: URL, url: str, sql: str, limit: int | None) -> tuple[list[str], list[tuple]]:
+def run_postgresql(parsed: URL, url: str, sql: str, limit: int | None,
+                   timeout: float = SQL_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
     """`sql` in a read-only transaction, as one prepared statement: no pre-check here, the server alone refuses."""
     if parsed.get_driver_name() != "psycopg":
         raise QueryError(f"--sql on PostgreSQL needs the psycopg driver (postgresql+psycopg://), got {redact(url)}")
@@ -135,12 +159,15 @@ def run_postgresql(parsed: URL, url: str, sql: str, limit: int | None) -> tuple[
     try:
         connection.rollback()  # read_only can only change outside a transaction
         connection.read_only = True  # every transaction starts with BEGIN READ ONLY
+        connection.execute(f"SET statement_timeout = {max(1, round(timeout * 1000))}")  # ms, this session only
         # prepare=True: the extended protocol, where the server itself refuses several statements.
         cursor = connection.execute(sql, prepare=True)
         names = [d.name for d in cursor.description or ()]
         rows = (cursor.fetchmany(limit) if limit else cursor.fetchall()) if cursor.description else []
     except engine.dialect.loaded_dbapi.Error as exc:
         message = error_line(exc)
+        if getattr(exc, "sqlstate", None) == "57014":  # query_canceled: by the statement timeout
+            raise _too_slow(timeout) from None
         if getattr(exc, "sqlstate", None) == "25006":  # read_only_sql_transaction
             raise QueryError(f"only reading statements are allowed: {_clip(sql)} (PostgreSQL: {message})") from None
         raise QueryError(f"SQL error: {message}") from None

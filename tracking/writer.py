@@ -8,7 +8,9 @@ written, so a trial COMPLETE in Optuna always has its MLflow run and results row
 
 Messages (`fitgap.channel`): in, the stores (tracking URI, artifact root, results URL: on the pipe, not the command
 line, since a URL may hold a password), then (`TrialRecord`, whether to plot it) pairs; out, a `Written` per record.
-End of input: the pending plots are rendered, then the process exits.
+End of input: the pending plots are rendered, then the process exits; so it does after the first record it could
+not write (the coordinator stops the launch on it). Its stderr, and its plotter's, go to the workspace's
+`logs/tracking.log`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from fitgap.channel import Child, child_ends, receive, send
+from fitgap.errors import scrub
 from fitgap.tracking.mlflow_sink import MlflowSink
 from fitgap.tracking.records import TrialRecord
 
@@ -42,9 +46,13 @@ class TrackingWriter:
     """The coordinator's handle on the tracking process. Its events go to `events` as (this handle, `Written` or
     `WriterDied`), beside the executors'."""
 
-    def __init__(self, events: queue.Queue, tracking_uri: str, artifact_root: Path | None, results_url: str):
-        self.child = Child("fitgap.tracking.writer", lambda message: events.put((self, message)),
-                           lambda code: events.put((self, WriterDied(code))), name="fitgap-tracking")
+    def __init__(self, events: queue.Queue, tracking_uri: str, artifact_root: Path | None, results_url: str,
+                 log_path: Path):
+        self.log_path = log_path  # its stderr and its plotter's: MLflow's error logs, tracebacks
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.child = Child("fitgap.tracking.writer", lambda message: events.put((self, message)),
+                               lambda code: events.put((self, WriterDied(code))), stderr=log, name="fitgap-tracking")
         self.child.send((tracking_uri, artifact_root, results_url))  # on the pipe: a URL may hold a password
 
     def write(self, record: TrialRecord, plot: bool) -> None:
@@ -73,13 +81,15 @@ def main() -> None:
             sink.finish_trial(record, plot, diagnosis)
             results.write_trial(record, diagnosis)
             answer = Written(record.number)
-        except Exception as e:
-            traceback.print_exc()
-            answer = Written(record.number, f"{type(e).__name__}: {e}")
+        except Exception as e:  # the coordinator stops the launch with this message: the traceback is for the log
+            print(scrub(traceback.format_exc()), file=sys.stderr)
+            answer = Written(record.number, scrub(f"{type(e).__name__}: {e}".splitlines()[0]))
         try:
             send(answers, answer)
         except BrokenPipeError:
             break  # the coordinator is gone
+        if answer.error:
+            break  # the launch stops on it: the records queued behind it (a full disk fails them all) stay unwritten
     sink.flush(timeout=300)
     results.close()
 

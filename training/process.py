@@ -23,20 +23,24 @@ from fitgap.studies.messages import EPOCHS_EVERY_S, Batch, Decision, Epochs, Rea
 
 
 def pin_device(tf=None) -> str:
-    """The device this process was pinned to by its environment; on a real GPU slot, check that it sees exactly
-    that GPU and cap its memory when the card is shared (a logical device, before the first op)."""
+    """The device this process was pinned to by its environment (`fitgap.studies.slots`); on a real GPU slot, check
+    that it sees exactly that GPU (or MIG instance) and cap its memory when the card is shared (a logical device,
+    before the first op). With FITGAP_DETERMINISTIC, TensorFlow's ops are made deterministic (GPU kernels too)."""
+    if tf is not None and os.environ.get("FITGAP_DETERMINISTIC"):
+        tf.config.experimental.enable_op_determinism()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     if not visible:
         return "cpu"
+    device = os.environ.get("FITGAP_DEVICE") or f"gpu:{visible}"
     if tf is None or "FITGAP_FAKE_GPUS" in os.environ:  # fake GPUs (tests): pinned by environment, run on CPU
-        return f"gpu:{visible}"
+        return device
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) != 1:
-        raise SystemExit(f"slot pinned to GPU {visible} sees {len(gpus)} GPUs")
+        raise SystemExit(f"slot pinned to {device} (CUDA_VISIBLE_DEVICES={visible}) sees {len(gpus)} GPUs")
     memory = os.environ.get("FITGAP_GPU_MEMORY_MB")
     if memory:
         tf.config.set_logical_device_configuration(gpus[0], [tf.config.LogicalDeviceConfiguration(int(memory))])
-    return f"gpu:{visible}"
+    return device
 
 
 def main() -> None:
