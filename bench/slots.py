@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fitgap import launch
-from fitgap.sweeps.spec import load_spec
+from fitgap.sweeps.reading import load_spec
 
 SPECS = Path(__file__).resolve().parent.parent / "sweeps" / "specs"
 DEFAULT_SPECS = [SPECS / "dot.yaml", SPECS / "course" / "digits-mlp.yaml"]

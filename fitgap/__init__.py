@@ -6,7 +6,7 @@ what every side shares: the error family (`fitgap.errors`) and the channel to ch
 """
 
 __all__ = ["Interrupted", "RunOptions", "Summary", "best", "create", "delete", "launch", "report", "rerun", "status",
-           "stop", "studies", "validate", "worker"]
+           "stop", "studies", "trials", "validate", "worker"]
 
 
 def __getattr__(name):

@@ -21,7 +21,8 @@ from fitgap.studies.slots import plan_slots
 from fitgap.studies.stores import Stores
 from fitgap.studies.study import StudyHandle, load_study, open_storage, stored_spec
 from fitgap.sweeps.space import check_sampler, trial_params
-from fitgap.sweeps.spec import SpecError, SweepSpec, check_builder, check_input_shape, load_spec, parse_spec
+from fitgap.sweeps.reading import load_spec
+from fitgap.sweeps.spec import SpecError, SweepSpec, check_builder, check_input_shape, parse_spec
 from fitgap.tracking.mlflow_sink import MlflowSink
 from fitgap.tracking.records import TrialRecord
 from fitgap.tracking.results import ResultsDB
@@ -37,6 +38,13 @@ class Summary:
     finished: list[TrialRecord] = field(default_factory=list)  # trials this launch finished
     elapsed_s: float = 0.0
     experiment_id: str | None = None
+
+    def __repr__(self) -> str:
+        """One line for a notebook; `finished` holds the records, `fitgap.trials(study)` the table of all trials."""
+        from fitgap.studies.display import best_text, counts_text
+
+        return (f"Summary(study={self.study!r}: {counts_text(self)} of a budget of {self.budget}; best "
+                f"{best_text(self)}; {len(self.finished)} finished by this call in {self.elapsed_s:.1f} s)")
 
 
 class Interrupted(Exception):
@@ -157,6 +165,15 @@ def studies(**store_options) -> list[Summary]:
     storage = open_storage(stores.storage)
     return [_summary(optuna.load_study(study_name=s.study_name, storage=storage))
             for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def trials(name: str, where: str | None = None, order_by: str | None = None, limit: int | None = None,
+           **store_options) -> "pandas.DataFrame":
+    """The study's trials from the results database as a pandas DataFrame, a row per trial and a column per
+    results-database column (README: The results database); `where` and `order_by` as `fitgap query`'s."""
+    from fitgap.tracking.query import trials_frame
+
+    return trials_frame(Stores.resolve(**store_options).results_url, name, where, order_by, limit)
 
 
 def status(name: str, **store_options) -> Summary:

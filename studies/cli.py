@@ -17,6 +17,7 @@ import traceback
 import click
 
 from fitgap.errors import FitgapError, UsageError, scrub
+from fitgap.studies.display import Progress, best_text, counts_text, print_summary, short
 
 EXIT_USAGE = UsageError.exit_code
 EXIT_INTERRUPTED = 130
@@ -207,14 +208,14 @@ def delete(study, yes, **kwargs):
 def _run_coordinator(run, stores: dict) -> None:
     from fitgap.studies.api import Interrupted
 
-    progress = _Progress()
+    progress = Progress()
     # SIGTERM (timeout, docker stop, systemd, schedulers) ends a launch as Ctrl-C does: the coordinator catches both
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         summary = run(progress)
     except Interrupted as e:
         progress.done()
-        _print_summary(e.summary, stores)
+        print_summary(e.summary, stores)
         click.echo(f"{e}: running trials were recorded as failed", err=True)
         sys.exit(128 + e.signum)  # 130 for Ctrl-C, 143 for SIGTERM, as shells report them
     except KeyboardInterrupt:  # outside the coordinator's loop: RUNNING trials are failed and retried by the next launch
@@ -222,7 +223,7 @@ def _run_coordinator(run, stores: dict) -> None:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     progress.done()
-    _print_summary(summary, stores)
+    print_summary(summary, stores)
 
 
 @main.command()
@@ -251,7 +252,7 @@ def list_studies(**kwargs):
     if not found:
         click.echo("no studies")
     for summary in found:
-        click.echo(f"{summary.study}\t{_counts(summary)}\tbest {_best_text(summary)}")
+        click.echo(f"{summary.study}\t{counts_text(summary)}\tbest {best_text(summary)}")
 
 
 @main.command()
@@ -263,8 +264,8 @@ def status(study, **kwargs):
     from fitgap.studies.api import status as get
 
     summary = get(study, **_stores(kwargs))
-    click.echo(f"study {summary.study}: {_counts(summary)} of a budget of {summary.budget}")
-    click.echo(f"best: {_best_text(summary)}")
+    click.echo(f"study {summary.study}: {counts_text(summary)} of a budget of {summary.budget}")
+    click.echo(f"best: {best_text(summary)}")
 
 
 @main.command()
@@ -285,7 +286,7 @@ def best(study, top, as_json, **kwargs):
         click.echo("no complete trial yet")
     for trial in trials:
         values = ", ".join(f"{v:.4g}" for v in trial["values"])
-        params = ", ".join(f"{k}={_short(v)}" for k, v in trial["params"].items())
+        params = ", ".join(f"{k}={short(v)}" for k, v in trial["params"].items())
         click.echo(f"trial {trial['number']}: {values}  {params}")
 
 
@@ -304,49 +305,6 @@ def ui(study, host, port, workers, **kwargs):
     from fitgap.studies.ui import serve
 
     serve(Stores.resolve(**_stores(kwargs)), study, host, port, workers, lambda line, err: click.echo(line, err=err))
-
-
-class _Progress:
-    """A bar of the budget and the latest trial, redrawn in place on a terminal, one line per trial elsewhere."""
-
-    def __init__(self):
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, record, used: int, budget: int) -> None:
-        value = f"{record.values[0]:.4g}" if record.values else (record.reason or "")
-        filled = round(20 * min(used, budget) / max(budget, 1))
-        line = (f"[{'#' * filled}{'.' * (20 - filled)}] {used}/{budget}  trial {record.number} {record.state} "
-                f"{value} ({record.duration_s:.1f} s)")
-        click.echo(("\r\x1b[K" if self.tty else "") + line, err=True, nl=not self.tty)
-
-    def done(self) -> None:
-        if self.tty:
-            click.echo(err=True)
-
-
-def _print_summary(summary, stores: dict) -> None:
-    click.echo(f"study {summary.study}: {_counts(summary)} of a budget of {summary.budget}; "
-               f"{len(summary.finished)} trials in {summary.elapsed_s:.1f} s")
-    click.echo(f"best: {_best_text(summary)}")
-    where = f" --workspace {stores['workspace']}" if stores.get("workspace") else ""
-    click.echo(f"next: fitgap best {summary.study} --top 5{where}   |   fitgap ui {summary.study}{where}")
-
-
-def _counts(summary) -> str:
-    return ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items())) or "no trials"
-
-
-def _best_text(summary) -> str:
-    if not summary.best:
-        return "none yet"
-    trial = summary.best[0]
-    values = ", ".join(f"{m}={v:.4g}" for m, v in zip(summary.metrics, trial["values"]))
-    more = f" (+{len(summary.best) - 1} more on the Pareto front)" if len(summary.best) > 1 else ""
-    return f"trial {trial['number']} {values}{more}"
-
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @main.command()

@@ -125,6 +125,8 @@ class StudyHandle:
                 study.enqueue_trial(params)
         else:
             study = optuna.load_study(study_name=spec.name, storage=storage)
+        if study.metric_names != list(spec.metrics):  # optuna-dashboard and `study.trials_dataframe()` name them
+            study.set_metric_names(list(spec.metrics))
         budget = trials or (spec.trials if existing is None else study.user_attrs["fitgap.trials"])
         study.set_user_attr("fitgap.trials", budget)
         study.set_user_attr("fitgap.stop", False)  # launching again overrides an earlier `fitgap stop`

@@ -109,7 +109,8 @@ class _GridSampler(optuna.samplers.GridSampler):
 def check_sampler(spec: SweepSpec) -> None:
     package = _SAMPLER_NEEDS.get(spec.sampler)
     if package and importlib.util.find_spec(package) is None:
-        raise SpecError(f"`sampler` {spec.sampler!r} needs the package {package!r}: pip install {package}")
+        raise SpecError(f"`sampler` {spec.sampler!r} needs the package {package!r}: pip install "
+                        f"\"fitgap[{spec.sampler}]\" (or pip install {package})")
     if spec.sampler == "grid":
         grid(spec)
 

@@ -158,6 +158,10 @@ HOSTILE_SPECS = {
     "enqueued number outside the dimension": (GOOD + "enqueue: [{learning_rate: 0.9}]\n",
                                               "`enqueue[0].learning_rate` must be a number in [0.001, 0.3]"),
     "infinite bound": (GOOD.replace("high: 0.3", "high: .inf"), "`search.learning_rate.high`"),
+    "an integer beyond 64 bits": (GOOD.replace("epochs: 3", "epochs: " + "9" * 25),
+                                  "`epochs`: 9999999999999999999999999 is larger than the stores hold"),
+    "an enqueued integer beyond 64 bits": (GOOD + "enqueue: [{batch_size: 100000000000000000000}]\n",
+                                           "`enqueue[0].batch_size`: 100000000000000000000 is larger"),
     "a name too long for a file": (GOOD.replace("name: cli", "name: " + "n" * 300), "at most 100 characters"),
     "a grid of 1e9 points": (GOOD.replace("log: true}", "step: 1.0e-9}").replace("low: 1.0e-3", "low: 0.1")
                              .replace("high: 0.3", "high: 1.1") + "sampler: grid\n", "the grid has 2,000,000,002 points"),

@@ -55,6 +55,8 @@ def launched(template_workspace, tmp_path_factory):
 
 
 def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
+    study = optuna.load_study(study_name="e2e", storage=launched["stores"].storage)
+    assert study.metric_names == ["val_accuracy"]  # what optuna-dashboard shows instead of "Objective 0"
     trials = launched["first_trials"]
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert all(0.0 <= t.value <= 1.0 for t in trials)
@@ -249,7 +251,7 @@ def test_modules_named_like_fitgaps_folders_in_the_working_directory_or_on_the_p
 def test_provenance_is_the_commit_of_the_specs_repository_flagged_when_it_has_uncommitted_changes(tmp_path,
                                                                                                    monkeypatch):
     from fitgap.studies.study import _study_tags
-    from fitgap.sweeps.spec import load_spec
+    from fitgap.sweeps.reading import load_spec
 
     def git(*args):
         return subprocess.run(["git", "-C", str(tmp_path / "repo"), *args], check=True, capture_output=True,

@@ -208,6 +208,19 @@ def is_png(data: bytes) -> bool:
 
 
 @pytest.mark.tensorflow
+def test_a_summary_prints_in_one_short_line_and_the_trials_come_as_one_dataframe(small):
+    import fitgap
+
+    summary = small["summary"]
+    assert any(record.artifacts for record in summary.finished)  # plots and models: bytes not to be printed
+    text = repr(summary)
+    assert text.startswith("Summary(study='small': 7 COMPLETE of a budget of 7; best trial ") and len(text) < 200
+    assert all("\\x" not in repr(record) and len(repr(record)) < 1500 for record in summary.finished)
+    frame = fitgap.trials("small", order_by="number", workspace=small["workspace"])
+    assert list(frame["number"]) == list(range(7)) and {"value", "verdict", "learning_rate"} <= set(frame.columns)
+
+
+@pytest.mark.tensorflow
 def test_each_trial_is_diagnosed_in_the_results_and_tagged_with_its_plots_in_mlflow(small):
     assert small["summary"].counts == {"COMPLETE": 7}
     with ResultsDB(small["stores"].results_url) as db:

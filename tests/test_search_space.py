@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from fitgap.training.inputs import model_inputs, standardizer
 from fitgap.sweeps.space import grid, make_sampler, suggest, trial_params
-from fitgap.sweeps.spec import SpecError, check_builder, check_input_shape, load_spec, parse_spec
+from fitgap.sweeps.reading import load_spec
+from fitgap.sweeps.spec import SpecError, check_builder, check_input_shape, parse_spec
 from fitgap.sweeps.vocabulary import CONDITIONS, HYPERPARAMETERS, LOSSES, LOSSES_BY_TASK
 
 from tiny import dataset

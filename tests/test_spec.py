@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from fitgap.sweeps.space import grid, make_sampler, suggest, trial_params
-from fitgap.sweeps.spec import SpecError, changed_field, load_spec, parse_spec
+from fitgap.sweeps.reading import load_spec
+from fitgap.sweeps.spec import SpecError, changed_field, parse_spec
 from fitgap.sweeps.vocabulary import DEFAULT_LOSS, HYPERPARAMETERS
 
 SPECS = Path(__file__).parent.parent / "sweeps" / "specs"
@@ -217,7 +218,8 @@ def test_a_dimension_needs_finite_bounds_that_fit_its_scale_and_step(dim, expect
 
 def test_fixed_values_are_finite_and_integers_are_integers():
     refused("`params.learning_rate` must be a finite number, but got inf", params={"learning_rate": float("inf")})
-    refused("`params.learning_rate` must be a finite number", params={"learning_rate": 10 ** 400})
+    refused("`params.learning_rate` must be a finite number", params={"learning_rate": 1e308 * 10})
+    refused("`params.learning_rate`: 1000000000000000000000000000000000000", params={"learning_rate": 10 ** 400})
     refused("`params.decay_steps` must be an integer, but got 2.0", params={"decay_steps": 2.0})
     refused("`trial_timeout`: Input should be a finite number", trial_timeout=float("inf"))
 

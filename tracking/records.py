@@ -47,6 +47,13 @@ class TrialRecord:
     test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
     executor: str = "keras"  # which training ran: keras, compiled or fused
 
+    def __repr__(self) -> str:
+        """Compact, for a notebook: the epochs counted and the artifacts named, not their bytes."""
+        values = f"[{', '.join(f'{v:.4g}' for v in self.values)}]" if self.values else None
+        return (f"TrialRecord(study={self.study!r}, number={self.number}, state={self.state!r}, values={values}, "
+                f"best_epoch={self.best_epoch}, epochs={len(self.epochs)}, params={dict(self.params)!r}, "
+                f"reason={self.reason!r}, artifacts={sorted(self.artifacts)!r})")
+
     @property
     def duration_s(self) -> float:
         return self.finished_at - self.started_at
