@@ -213,7 +213,7 @@ class Coordinator:
         self.spent = remaining <= wanted
         for trial in asked:
             params = trial_params(self.spec, suggest(trial, self.spec))
-            run_id = self.h.start_trial_run(trial, trial_seed(self.spec, trial.number), self.spec.repeats)
+            run_id = self.h.start_trial_run(trial, trial_seed(self.spec, trial.number), self.spec.repeats, params)
             executor = executor_for(params, requested=self.spec.executor)
             self.trials[trial.number] = _Trial(trial, params, run_id, executor)
             self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
@@ -360,7 +360,7 @@ class Coordinator:
         if message.error:
             raise RunError(f"trial {message.number} could not be written: {message.error} (see "
                            f"{self.writer.log_path})")
-        self.h.conclude(trial.trial, record, retry=retry)
+        self.h.conclude(trial.trial, record, retry=retry, attributes=message.attributes)
         self.spent = self.spent and not retry
         del self.trials[record.number]
         self.finished.append(record)

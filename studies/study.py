@@ -132,7 +132,8 @@ class StudyHandle:
         study.set_user_attr("fitgap.stop", False)  # launching again overrides an earlier `fitgap stop`
         study.sampler = make_sampler(spec, derive_seed(spec.seed, "sampler"))
         study.pruner = make_pruner(spec.pruner, spec.epochs)
-        study_run = sink.study_run(spec.name, _study_tags(spec, dataset_hash), yaml.safe_dump(dumped, sort_keys=False))
+        study_run = sink.study_run(spec.name, _study_tags(spec, dataset_hash),
+                                   yaml.safe_dump(dumped, sort_keys=False), spec.params)
         return cls(spec, stores, storage, study, study_run, sink, ResultsDB(stores.results_url), save_models,
                    plots)
 
@@ -244,19 +245,24 @@ class StudyHandle:
         for trial in trials:
             self.storage.record_heartbeat(trial._trial_id)
 
-    def start_trial_run(self, trial: optuna.Trial, seed: int, repeats: int) -> str:
+    def start_trial_run(self, trial: optuna.Trial, seed: int, repeats: int, params: dict | None = None) -> str:
+        """The trial's MLflow run, named after its searched `params`."""
         self.storage.record_heartbeat(trial._trial_id)
         tags = {"fitgap.study": self.spec.name, "fitgap.seed": seed, "fitgap.repeats": repeats}
         if "fitgap.retry_of" in trial.user_attrs:
             tags["fitgap.retry_of"] = trial.user_attrs["fitgap.retry_of"]
-        run_id = self.sink.start_trial(self.study_run, self.spec.name, trial.number, tags)
+        searched = {k: v for k, v in (params or {}).items() if k in self.spec.search}
+        run_id = self.sink.start_trial(self.study_run, trial.number, searched, tags)
         trial.set_user_attr("fitgap.mlflow_run_id", run_id)  # so a resumed launch can close it if orphaned
         trial.set_user_attr("fitgap.seed", seed)
         return run_id
 
-    def conclude(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False) -> None:
-        """Tell Optuna, once the record is in MLflow and the results database (see the coordinator's docstring); a
-        retry re-enqueues the same params."""
+    def conclude(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False,
+                 attributes: dict | None = None) -> None:
+        """Tell Optuna, once the record is in MLflow and the results database (see the coordinator's docstring),
+        with the diagnosis's `attributes` and the reason as user attributes; a retry re-enqueues the same params."""
+        for name, value in (attributes or {}).items():
+            trial.set_user_attr(name, value)
         if record.reason:
             trial.set_user_attr("fitgap.reason", record.reason)
         if record.state == "COMPLETE":
@@ -269,8 +275,17 @@ class StudyHandle:
     def close(self, status: str = "FINISHED") -> None:
         """End the launch: the kept models cut down and logged (`keeping.ModelKeeper`), the parent run closed."""
         self.models.close()
-        self.sink.finish_study(self.study_run, status)
+        self.sink.finish_study(self.study_run, status, self._summary_metrics())
         self.results.close()
+
+    def _summary_metrics(self) -> dict[str, float]:
+        """The study's run's metrics: trials by state, and the best value of each objective (single-objective)."""
+        trials = self.study.get_trials(deepcopy=False)
+        summary = {f"trials_{state.lower()}": sum(t.state.name == state for t in trials)
+                   for state in ("COMPLETE", "PRUNED", "FAIL")}
+        if len(self.spec.metrics) == 1 and summary["trials_complete"]:
+            summary[f"best_{self.spec.metrics[0]}"] = self.study.best_value
+        return summary
 
 
 def _find(name: str, stores: Stores) -> optuna.Study | None:

@@ -44,7 +44,7 @@ def serve(stores: Stores, study: str | None, host: str, port: int, workers: int,
         raise StoreError(f"unknown study {study!r}: no MLflow experiment of that name in {redact(stores.tracking_uri)}")
     if remote:
         for name, experiment_id in pages.items():
-            say(f"{name}: {redact(stores.tracking_uri)}/#/experiments/{experiment_id}/runs", False)
+            say(f"{name}: {runs_page(redact(stores.tracking_uri), experiment_id)}", False)
         return
     if not _is_loopback(host):
         say(f"warning: serving on {host}: the MLflow UI has no authentication, so anyone who reaches this port can "
@@ -61,7 +61,7 @@ def serve(stores: Stores, study: str | None, host: str, port: int, workers: int,
         if not _wait_until_up(f"{base}/health", server):
             raise RunError(f"the MLflow server did not answer on {base}: see {log}")
         for name, experiment_id in pages.items():
-            say(f"{name}: {base}/#/experiments/{experiment_id}/runs", False)
+            say(f"{name}: {runs_page(base, experiment_id)}", False)
         say(f"MLflow UI at {base} (Ctrl-C to stop)", False)
         server.wait()
     except KeyboardInterrupt:
@@ -70,6 +70,11 @@ def serve(stores: Stores, study: str | None, host: str, port: int, workers: int,
         server.terminate()
         server.wait()
         signal.signal(signal.SIGTERM, previous)
+
+
+def runs_page(base: str, experiment_id: str) -> str:
+    """The experiment's runs in MLflow's machine-learning mode: MLflow 3 opens on its GenAI pages otherwise."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _is_loopback(host: str) -> bool:

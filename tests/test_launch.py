@@ -19,6 +19,8 @@ from fitgap.tracking.results import ResultsDB
 
 from conftest import fitgap, snapshot
 
+CHROMIUM = shutil.which("chromium")  # Debian's package (`make chromium`)
+
 pytestmark = pytest.mark.tensorflow
 
 SPEC = """\
@@ -58,10 +60,38 @@ def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
     study = optuna.load_study(study_name="e2e", storage=launched["stores"].storage)
     assert study.metric_names == ["val_accuracy"]  # what optuna-dashboard shows instead of "Objective 0"
     trials = launched["first_trials"]
+    rows = {row["number"]: row for row in launched["first_results"]}
+    for trial in trials:  # and what it shows of each trial: the diagnosis, as the results database has it
+        assert trial.user_attrs["fitgap.verdict"] == rows[trial.number]["verdict"]
+        assert trial.user_attrs["fitgap.best_epoch"] == rows[trial.number]["best_epoch"]
+        assert trial.user_attrs["fitgap.best_fit_gap"] == pytest.approx(rows[trial.number]["best_fit_gap"])
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert all(0.0 <= t.value <= 1.0 for t in trials)
     assert len({t.user_attrs["fitgap.seed"] for t in trials}) == 3
     assert "best: trial" in launched["first"].stdout and "3 COMPLETE" in launched["first"].stdout
+
+
+def test_optuna_dashboard_shows_the_objectives_names_and_each_trials_diagnosis(launched):
+    """Through optuna-dashboard's own API (its WSGI app on the study's storage), as its pages read it."""
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    app = wsgi(optuna.storages.RDBStorage(launched["stores"].storage))
+
+    def get(path):
+        environ = {"PATH_INFO": path}
+        setup_testing_defaults(environ)
+        return json.loads(b"".join(app(environ, lambda *args: None)))
+
+    study_id = next(s["study_id"] for s in get("/api/studies")["study_summaries"] if s["study_name"] == "e2e")
+    study = get(f"/api/studies/{study_id}")
+    assert study["objective_names"] == ["val_accuracy"]
+    assert sum(trial["state"] == "Complete" for trial in study["trials"]) >= 3
+    for trial in study["trials"]:
+        if trial["state"] == "Complete":
+            keys = {attr["key"] for attr in trial["user_attrs"]}
+            assert {"fitgap.verdict", "fitgap.best_epoch", "fitgap.best_fit_gap", "fitgap.mlflow_run_id"} <= keys
 
 
 def test_mlflow_has_a_parent_run_and_nested_trial_runs_with_curves(launched):
@@ -75,8 +105,16 @@ def test_mlflow_has_a_parent_run_and_nested_trial_runs_with_curves(launched):
     assert len(parents) == 1
     assert parents[0].data.tags["fitgap.dataset_hash"]
     assert "tensorflow" in " ".join(parents[0].data.tags)
+    # The study's run shows the fixed params and, once a launch closed it, the summary: its chart view has something
+    assert parents[0].data.params["activation"] == "tanh" and parents[0].data.params["regularizer"] == "l2"
+    assert parents[0].data.metrics["trials_complete"] >= 3 and 0 <= parents[0].data.metrics["best_val_accuracy"] <= 1
     for run_id, trial in first.items():
         run = client.get_run(run_id)
+        assert run.info.run_name == f"t{trial.number:03d} lr={trial.params['learning_rate']:.2g}"
+        assert run.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)  # what Optuna was told
+        last = max(client.get_metric_history(run_id, "val_accuracy"), key=lambda m: m.step)
+        assert run.data.metrics["final_val_accuracy"] == pytest.approx(last.value)
+        assert "objective_0" not in run.data.metrics and "best_fit_gap" in run.data.metrics
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.info.status == "FINISHED"
         assert float(run.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
@@ -180,7 +218,15 @@ def test_fitgap_ui_serves_the_study_with_its_nested_runs(launched):
     try:
         line = ui.stdout.readline()  # printed only once the server answers
         base = f"http://127.0.0.1:{port}"
-        assert line.startswith(f"e2e: {base}/#/experiments/") and line.rstrip().endswith("/runs"), line
+        assert line.startswith(f"e2e: {base}/#/experiments/"), line
+        assert line.rstrip().endswith("/runs?workflowType=machine_learning"), line
+        # In a browser, the printed page is MLflow's model-training view of the runs, not its GenAI pages
+        page = line.split(": ", 1)[1].strip()
+        assert CHROMIUM, "chromium is not installed: run `make chromium`"
+        dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                              "--virtual-time-budget=15000", f"--user-data-dir={launched['root'] / 'profile'}",
+                              "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+        assert "Model registry" in dom and ">Runs<" in dom and ">Judges<" not in dom, dom[-2000:]
         # The store's URL (a database password, on PostgreSQL) is not on the server's command line, which `ps` shows
         server = [p for p in Path("/proc").glob("[0-9]*") if _parent_pid(p) == ui.pid]
         assert len(server) == 1

@@ -66,6 +66,20 @@ class Diagnosis:
     verdict: str | None  # one of VERDICTS; None without epochs
     reason: str = ""  # which rule decided, with its numbers
 
+    def numbers(self) -> dict[str, float]:
+        """The diagnosis's numbers as MLflow metrics, named as the results database's columns."""
+        values = {"best_fit_gap": self.fit_gap_at_best, "final_fit_gap": self.fit_gap_at_final,
+                  "overfit_epoch": self.overfit_epoch}
+        return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+
+    def attributes(self) -> dict[str, object]:
+        """What the Optuna trial carries of it (optuna-dashboard shows user attributes): the verdict, the epoch the
+        objective chose and the fit gap there."""
+        values = {"fitgap.verdict": self.verdict,
+                  "fitgap.best_epoch": None if self.best_epoch is None else int(self.best_epoch),
+                  "fitgap.best_fit_gap": None if self.fit_gap_at_best is None else float(self.fit_gap_at_best)}
+        return {k: v for k, v in values.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+
     def tags(self) -> dict[str, str]:
         """The diagnosis as MLflow tags (`fitgap.*`); absent values are left out."""
         values = {"verdict": self.verdict, "verdict_reason": self.reason or None, "overfit_epoch": self.overfit_epoch,

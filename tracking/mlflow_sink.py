@@ -70,8 +70,10 @@ class MlflowSink:
         location = (self.artifact_root / study).as_uri() if self.artifact_root else None
         return self.client.create_experiment(study, artifact_location=location, tags=EXPERIMENT_KIND)
 
-    def study_run(self, study: str, tags: Mapping[str, str], spec_yaml: str) -> StudyRun:
-        """The study's parent run, found by tag or created; marked RUNNING while a launch works on it."""
+    def study_run(self, study: str, tags: Mapping[str, str], spec_yaml: str,
+                  params: Mapping[str, Any] = {}) -> StudyRun:
+        """The study's parent run, found by tag or created (with the spec and the study's fixed `params`, which
+        never change); marked RUNNING while a launch works on it."""
         experiment_id = self.experiment(study)
         found = self.client.search_runs(
             [experiment_id], "tags.`fitgap.role` = 'study'", run_view_type=ViewType.ALL, max_results=1
@@ -84,14 +86,18 @@ class MlflowSink:
                 experiment_id, run_name=study, tags={"fitgap.role": "study", "fitgap.study": study}
             ).info.run_id
             self.client.log_text(run_id, spec_yaml, "spec.yaml")
+            fixed = [Param(k, _text(v)) for k, v in params.items()]
+            for i in range(0, len(fixed), _MAX_PARAMS):
+                self.client.log_batch(run_id, params=fixed[i : i + _MAX_PARAMS])
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return StudyRun(experiment_id, run_id)
 
-    def start_trial(self, study: StudyRun, name: str, number: int, tags: Mapping[str, Any]) -> str:
+    def start_trial(self, study: StudyRun, number: int, searched: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
+        """The trial's run, nested under the study's, named for what it is (`run_name`)."""
         tags = {"mlflow.parentRunId": study.run_id, "fitgap.trial": str(number), "fitgap.state": "RUNNING"} | {
             k: str(v) for k, v in tags.items()
         }
-        return self.client.create_run(study.experiment_id, run_name=f"{name}-{number}", tags=tags).info.run_id
+        return self.client.create_run(study.experiment_id, run_name=run_name(number, searched), tags=tags).info.run_id
 
     def finish_trial(self, record: TrialRecord, plot: bool = True, diagnosis: Diagnosis | None = None) -> None:
         """Params, complexity, every epoch's metrics, tags and artifacts, then the final status; the plots, rendered
@@ -103,8 +109,11 @@ class MlflowSink:
         params += [Param(k, str(v)) for k, v in record.complexity.items()]
         metrics = [Metric(k, float(v), now, 0) for k, v in record.complexity.items()]  # also metrics, to sort by
         metrics += [Metric(k, v, now, e.epoch) for e in record.epochs for k, v in e.metrics.items()]
-        if record.values is not None:
-            metrics += [Metric(f"objective_{i}", v, now, record.best_epoch or 0) for i, v in enumerate(record.values)]
+        # What the results database calls them: each metric at the best epoch (the objective's) and at the last
+        if record.best_epoch is not None:
+            metrics += [Metric(f"best_{k}", v, now, record.best_epoch) for k, v in record.best.items()]
+        if record.epochs:
+            metrics += [Metric(f"final_{k}", v, now, record.epochs[-1].epoch) for k, v in record.final.items()]
         tags = {"fitgap.state": record.state, "fitgap.device": record.device, "fitgap.slot": record.slot,
                 "fitgap.executor": record.executor}
         if record.best_epoch is not None:
@@ -114,6 +123,7 @@ class MlflowSink:
         if diagnosis is None:
             diagnosis = diagnose(record.epochs, record.best_epoch)
         tags |= diagnosis.tags()
+        metrics += [Metric(k, float(v), now, 0) for k, v in diagnosis.numbers().items()]  # to sort and chart by
         render = plot and bool(record.epochs) and (self._plotter is None or self._plotter.has_room())
         if record.epochs:  # why a run has no learning_curves.png (`fitgap report` still plots the trials it shows)
             tags["fitgap.plots"] = "rendered in the background" if render else \
@@ -163,7 +173,12 @@ class MlflowSink:
         self.client.set_tag(run_id, "fitgap.reason", reason)
         self.client.set_terminated(run_id, "FAILED")
 
-    def finish_study(self, study: StudyRun, status: str = "FINISHED") -> None:
+    def finish_study(self, study: StudyRun, status: str = "FINISHED", summary: Mapping[str, float] = {}) -> None:
+        """Close the study's run, with its summary metrics (the best value, trials by state), so that its own chart
+        view shows something."""
+        if summary:
+            now = int(time.time() * 1000)
+            self.client.log_batch(study.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()])
         self.client.set_terminated(study.run_id, status)
 
     def running_trial_runs(self, study: StudyRun) -> list[str]:
@@ -181,6 +196,21 @@ class MlflowSink:
         self.client.rename_experiment(experiment_id, f"{study}-deleted-{int(time.time())}")
         self.client.delete_experiment(experiment_id)
         return True
+
+
+_SHORT = {"learning_rate": "lr", "regularization_weight": "w", "decay_rate": "decay", "decay_steps": "every",
+          "batch_size": "batch", "momentum": "m"}
+
+
+def run_name(number: int, searched: Mapping[str, Any]) -> str:
+    """A trial's run name says what it is: `t023 lr=0.05 relu l2 w=0.003` (choices bare, numbers named)."""
+    parts = [f"t{number:03d}"]
+    for name, value in searched.items():
+        if isinstance(value, str):
+            parts.append(value)
+        elif not isinstance(value, (list, tuple, dict)):
+            parts.append(f"{_SHORT.get(name, name)}={f'{value:.2g}' if isinstance(value, float) else value}")
+    return " ".join(parts)[:250]
 
 
 def _text(value: Any) -> str:

@@ -35,6 +35,7 @@ class Written:
 
     number: int
     error: str | None = None
+    attributes: dict | None = None  # what Optuna keeps of the diagnosis, for optuna-dashboard (`Diagnosis.attributes`)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def main() -> None:
             diagnosis = diagnose(record.epochs, record.best_epoch)  # once: MLflow's tags and the results row agree
             sink.finish_trial(record, plot, diagnosis)
             results.write_trial(record, diagnosis)
-            answer = Written(record.number)
+            answer = Written(record.number, attributes=diagnosis.attributes())
         except Exception as e:  # the coordinator stops the launch with this message: the traceback is for the log
             print(scrub(traceback.format_exc()), file=sys.stderr)
             answer = Written(record.number, scrub(f"{type(e).__name__}: {e}".splitlines()[0]))
