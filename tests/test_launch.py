@@ -62,9 +62,10 @@ def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
     trials = launched["first_trials"]
     rows = {row["number"]: row for row in launched["first_results"]}
     for trial in trials:  # and what it shows of each trial: the diagnosis, as the results database has it
-        assert trial.user_attrs["fitgap.verdict"] == rows[trial.number]["verdict"]
-        assert trial.user_attrs["fitgap.best_epoch"] == rows[trial.number]["best_epoch"]
-        assert trial.user_attrs["fitgap.best_fit_gap"] == pytest.approx(rows[trial.number]["best_fit_gap"])
+        diagnosis = trial.user_attrs["fitgap.diagnosis"]
+        assert diagnosis["verdict"] == rows[trial.number]["verdict"]
+        assert diagnosis["best_epoch"] == rows[trial.number]["best_epoch"]
+        assert diagnosis["best_fit_gap"] == pytest.approx(rows[trial.number]["best_fit_gap"])
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert all(0.0 <= t.value <= 1.0 for t in trials)
     assert len({t.user_attrs["fitgap.seed"] for t in trials}) == 3
@@ -90,8 +91,9 @@ def test_optuna_dashboard_shows_the_objectives_names_and_each_trials_diagnosis(l
     assert sum(trial["state"] == "Complete" for trial in study["trials"]) >= 3
     for trial in study["trials"]:
         if trial["state"] == "Complete":
-            keys = {attr["key"] for attr in trial["user_attrs"]}
-            assert {"fitgap.verdict", "fitgap.best_epoch", "fitgap.best_fit_gap", "fitgap.mlflow_run_id"} <= keys
+            attrs = {attr["key"]: attr["value"] for attr in trial["user_attrs"]}
+            assert "fitgap.mlflow_run_id" in attrs
+            assert {"verdict", "best_epoch", "best_fit_gap"} <= json.loads(attrs["fitgap.diagnosis"]).keys()
 
 
 def test_mlflow_has_a_parent_run_and_nested_trial_runs_with_curves(launched):
