@@ -70,39 +70,44 @@ def validate(spec_or_path: SweepSpec | str | Path | dict, allow_builder: bool = 
 
 
 def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None,
-           on_trial: Callable[[TrialRecord, int, int], None] | None = None, **options) -> Summary:
+           on_trial: Callable[[TrialRecord, int, int], None] | None = None,
+           on_start: Callable[[SweepSpec, int, int, int], None] | None = None, **options) -> Summary:
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
 
     options: the fields of `RunOptions` (timeout, gpus, slots_per_gpu, cpu_slots, retries, max_trials_per_executor,
     fuse, allow_builder, save_models, plots, deterministic) and the store options of `Stores.resolve` (workspace, storage,
-    tracking_uri, results_url). on_trial(record, used, budget) is called as each trial finishes.
+    tracking_uri, results_url). on_start(spec, executors, used, budget) is called once the study is open, as the
+    executors start (they take seconds to import TensorFlow); on_trial(record, used, budget) as each trial finishes.
     """
     if trials is not None and trials <= 0:
         raise SpecError(f"`trials` must be > 0, but got {trials}")
     run, store_options = RunOptions.split(options)
     spec, data = validate(spec_or_path, run.allow_builder)
-    return _coordinate(spec, data, Stores.resolve(**store_options), run, trials, on_trial)
+    return _coordinate(spec, data, Stores.resolve(**store_options), run, trials, on_trial, on_start)
 
 
 def worker(name: str, *, data_dir: str | Path = ".", on_trial: Callable[[TrialRecord, int, int], None] | None = None,
-           **options) -> Summary:
+           on_start: Callable[[SweepSpec, int, int, int], None] | None = None, **options) -> Summary:
     """Join an existing study (from another machine): its spec comes from the storage, its data from `data_dir`;
     options as `launch`'s."""
     run, store_options = RunOptions.split(options)
     stores = Stores.resolve(**store_options)
     spec = stored_spec(load_study(name, stores), Path(data_dir))
     _, data = validate(spec, run.allow_builder)
-    return _coordinate(spec, data, stores, run, None, on_trial)
+    return _coordinate(spec, data, stores, run, None, on_trial, on_start)
 
 
 def _coordinate(spec: SweepSpec, data: Dataset, stores: Stores, run: RunOptions, trials: int | None,
-                on_trial: Callable[[TrialRecord, int, int], None] | None) -> Summary:
+                on_trial: Callable[[TrialRecord, int, int], None] | None,
+                on_start: Callable[[SweepSpec, int, int, int], None] | None = None) -> Summary:
     """Everything checked first, then one coordinator per SQLite workspace runs the study."""
     slots = plan_slots(run.gpus, run.slots_per_gpu, run.cpu_slots, deterministic=run.deterministic)
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
         handle = StudyHandle.open(spec, stores, data.content_hash, trials, run.save_models, run.plots)
         coordinator = Coordinator(handle, slots, run, batch_size_of(spec, data, run.fuse), on_trial)
+        if on_start is not None:
+            on_start(spec, len(slots), handle.used_budget(), handle.budget)
         started = time.time()
         try:
             coordinator.run()

@@ -141,7 +141,8 @@ def launch(spec, trials, **kwargs):
     from fitgap.studies.api import launch as run
 
     stores = _stores(kwargs)
-    _run_coordinator(lambda progress: run(spec, trials=trials, on_trial=progress, **kwargs, **stores), stores)
+    _run_coordinator(lambda progress: run(spec, trials=trials, on_trial=progress, on_start=progress.start, **kwargs,
+                                          **stores), stores)
 
 
 @main.command()
@@ -157,7 +158,8 @@ def worker(study, **kwargs):
     from fitgap.studies.api import worker as run
 
     stores = _stores(kwargs)
-    _run_coordinator(lambda progress: run(study, on_trial=progress, **kwargs, **stores), stores)
+    _run_coordinator(lambda progress: run(study, on_trial=progress, on_start=progress.start, **kwargs, **stores),
+                     stores)
 
 
 @main.command()

@@ -5,27 +5,60 @@ No command imports TensorFlow, and neither does this.
 
 from __future__ import annotations
 
-import sys
-
 import click
+import rich.progress
+from rich.console import Console
 
 
 class Progress:
-    """A bar of the budget and the latest trial, redrawn in place on a terminal, one line per trial elsewhere."""
+    """What a launch shows on stderr while it runs: the objective's best so far, trials finished and failed, elapsed
+    time and ETA. On a terminal a live bar (rich); elsewhere (a log, a pipe, CI) one plain line per trial."""
 
-    def __init__(self):
-        self.tty = sys.stderr.isatty()
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.metric, self.maximize = "value", True
+        self.best: tuple[float, int] | None = None  # (value, trial)
+        self.failed = 0
+        self.bar: rich.progress.Progress | None = None
+
+    def start(self, spec, executors: int, used: int, budget: int) -> None:
+        """The study is open and its executors are starting: say so (importing TensorFlow takes seconds)."""
+        self.metric, self.maximize = spec.metrics[0], spec.directions[0] == "maximize"
+        plural = "s" if executors > 1 else ""
+        line = (f"study {spec.name}: {used}/{budget} trials done; starting {executors} executor{plural} "
+                f"(importing TensorFlow)…")
+        if not self.live:
+            click.echo(line, err=True)
+            return
+        self.bar = rich.progress.Progress(
+            rich.progress.SpinnerColumn(), rich.progress.TextColumn("{task.description}"), rich.progress.BarColumn(),
+            rich.progress.MofNCompleteColumn(), rich.progress.TextColumn("{task.fields[status]}"),
+            rich.progress.TimeElapsedColumn(), rich.progress.TextColumn("ETA"), rich.progress.TimeRemainingColumn(),
+            console=self.console, transient=False)
+        self.task = self.bar.add_task(spec.name, total=budget, completed=used, status="starting executors…")
+        self.bar.start()
 
     def __call__(self, record, used: int, budget: int) -> None:
-        value = f"{record.values[0]:.4g}" if record.values else (record.reason or "")
-        filled = round(20 * min(used, budget) / max(budget, 1))
-        line = (f"[{'#' * filled}{'.' * (20 - filled)}] {used}/{budget}  trial {record.number} {record.state} "
-                f"{value} ({record.duration_s:.1f} s)")
-        click.echo(("\r\x1b[K" if self.tty else "") + line, err=True, nl=not self.tty)
+        value = record.values[0] if record.values else None
+        if value is not None and (self.best is None or (value > self.best[0]) == self.maximize and
+                                  value != self.best[0]):
+            self.best = (value, record.number)
+        self.failed += record.state == "FAIL"
+        outcome = f"{self.metric}={value:.4g}" if value is not None else (record.reason or "")[:60]
+        best = f"best {self.metric}={self.best[0]:.4g} (trial {self.best[1]})" if self.best else "no best yet"
+        failed = f", {self.failed} failed" if self.failed else ""
+        if self.bar is None:
+            click.echo(f"{used}/{budget}  trial {record.number} {record.state} {outcome} ({record.duration_s:.1f} s)"
+                       f"  |  {best}{failed}", err=True)
+            return
+        self.bar.update(self.task, completed=min(used, budget), total=budget,
+                        status=f"{best}{failed}  last: trial {record.number} {record.state} {outcome}")
 
     def done(self) -> None:
-        if self.tty:
-            click.echo(err=True)
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def print_summary(summary, stores: dict) -> None:

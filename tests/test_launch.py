@@ -56,6 +56,44 @@ def launched(template_workspace, tmp_path_factory):
             "first_trials": first_trials, "first_results": first_results}
 
 
+def test_a_launch_in_a_log_says_what_it_starts_then_one_line_per_trial_with_the_objective_and_the_best(launched):
+    lines = launched["first"].stderr.strip().splitlines()
+    assert lines[0] == "study e2e: 0/3 trials done; starting 1 executor (importing TensorFlow)…", lines
+    trials = [line for line in lines if " trial " in line]
+    assert len(trials) == 3 and all(" COMPLETE val_accuracy=" in line and "best val_accuracy=" in line
+                                    for line in trials), lines
+    best = max(launched["first_trials"], key=lambda t: (t.value, -t.number))
+    assert trials[-1].endswith(f"best val_accuracy={best.value:.4g} (trial {best.number})"), trials[-1]
+
+
+def test_a_launch_on_a_terminal_shows_a_live_bar_with_the_best_elapsed_time_and_eta(template_workspace, tmp_path):
+    import pty
+    import select
+
+    shutil.copytree(template_workspace, tmp_path / "ws")
+    (tmp_path / "spec.yaml").write_text(SPEC.replace("name: e2e", "name: tty").replace("trials: 3", "trials: 2"))
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FITGAP_", "MLFLOW_"))} | {"COLUMNS": "160"}
+    launch = subprocess.Popen([sys.executable, "-m", "fitgap.studies.cli", "launch", str(tmp_path / "spec.yaml"),
+                               "--workspace", str(tmp_path / "ws")], stdin=follower, stdout=follower,
+                              stderr=follower, env=env)
+    os.close(follower)
+    screen = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 120)
+        try:
+            chunk = os.read(leader, 65536) if ready else b""
+        except OSError:  # the process closed the terminal
+            chunk = b""
+        if not chunk:
+            break
+        screen += chunk
+    assert launch.wait(timeout=60) == 0
+    text = screen.decode(errors="replace")
+    assert "starting executors…" in text and "ETA" in text and "2/2" in text, text[-3000:]
+    assert "best val_accuracy=" in text and "last: trial 1 COMPLETE val_accuracy=" in text, text[-3000:]
+
+
 def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
     study = optuna.load_study(study_name="e2e", storage=launched["stores"].storage)
     assert study.metric_names == ["val_accuracy"]  # what optuna-dashboard shows instead of "Objective 0"
