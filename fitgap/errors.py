@@ -22,6 +22,12 @@ def scrub(text: str) -> str:
     return _PASSWORD_PARAMETER.sub(r"\g<head>***", _PASSWORD_IN_URL.sub(r"\g<head>***@", text))
 
 
+def one_line(error: BaseException, width: int = 300) -> str:
+    """An exception as a reason or a message quotes it: its type and the first line of its message, scrubbed."""
+    lines = str(error).strip().splitlines()
+    return scrub(f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__)[:width]
+
+
 class FitgapError(Exception):
     exit_code = 1
 

@@ -16,10 +16,9 @@ import traceback
 
 import click
 
-from fitgap.errors import FitgapError, UsageError, scrub
+from fitgap.errors import FitgapError, scrub
 from fitgap.studies.display import Progress, best_text, counts_text, print_summary, short
 
-EXIT_USAGE = UsageError.exit_code
 EXIT_INTERRUPTED = 130
 
 
@@ -82,6 +81,8 @@ def _errors_in_one_line(command):
         except FitgapError as e:
             click.echo(f"fitgap: error: {scrub(str(e))}", err=True)
             sys.exit(e.exit_code)
+        except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise  # click's own: a declined confirmation says "Aborted!", as click does
         except Exception:
             click.echo(scrub(traceback.format_exc()), err=True, nl=False)
             sys.exit(1)

@@ -26,7 +26,7 @@ import optuna
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from fitgap.errors import RunError, scrub
+from fitgap.errors import RunError, one_line
 from fitgap.studies.choice import executor_for, take_batch
 from fitgap.studies.executors import Died, Executor, ExecutorProcess, StartExecutor
 from fitgap.studies.messages import Epochs, Ready, TrialOutcome, TrialTask
@@ -134,8 +134,7 @@ class Coordinator:
                 self._drop_waiting("not started: the launch stopped", retry=True)
             self._drain()
         except (RunError, *STORE_FAILURES) as error:  # a store failing mid-launch (a full disk, a lost server) too
-            stopped = error if isinstance(error, RunError) else RunError(
-                f"a store failed: {scrub(f'{type(error).__name__}: {error}'.splitlines()[0])[:300]}")
+            stopped = error if isinstance(error, RunError) else RunError(f"a store failed: {one_line(error)}")
             self._abandon(f"not recorded: the launch stopped ({stopped})")
             raise stopped from None
         except KeyboardInterrupt:

@@ -20,7 +20,8 @@ class Progress:
         self.metric, self.maximize = "value", True
         self.best: tuple[float, int] | None = None  # (value, trial)
         self.failed = 0
-        self.bar: rich.progress.Progress | None = None
+        self.bar: rich.progress.Progress | None = None  # on a terminal, once the launch has started
+        self.task: rich.progress.TaskID | None = None
 
     def start(self, spec, executors: int, used: int, budget: int) -> None:
         """The study is open and its executors are starting: say so (importing TensorFlow takes seconds)."""
@@ -41,8 +42,8 @@ class Progress:
 
     def __call__(self, record, used: int, budget: int) -> None:
         value = record.values[0] if record.values else None
-        if value is not None and (self.best is None or (value > self.best[0]) == self.maximize and
-                                  value != self.best[0]):
+        if value is not None and (self.best is None or
+                                  (value > self.best[0] if self.maximize else value < self.best[0])):
             self.best = (value, record.number)
         self.failed += record.state == "FAIL"
         outcome = f"{self.metric}={value:.4g}" if value is not None else (record.reason or "")[:60]

@@ -79,7 +79,7 @@ def parse_gpus(query: str, listing: str = "") -> list[Gpu]:
             memory = int(size[1]) * 1024 if size else 0
             instances.setdefault(card, []).append(Gpu(card, memory, memory, found["uuid"], int(found["number"])))
     gpus = []
-    for row in csv_rows(query):
+    for row in _csv_rows(query):
         if len(row) < 3 or not row[0].isdigit() or not row[1].isdigit():
             continue
         index, total = int(row[0]), int(row[1])
@@ -90,7 +90,7 @@ def parse_gpus(query: str, listing: str = "") -> list[Gpu]:
     return gpus
 
 
-def csv_rows(text: str) -> list[list[str]]:
+def _csv_rows(text: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.split(",")] for line in text.splitlines() if line.strip()]
 
 

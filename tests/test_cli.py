@@ -299,6 +299,49 @@ def test_delete_refuses_an_unknown_study_before_asking(workspace, tmp_path):
     assert not missing.exists()
 
 
+def test_a_declined_confirmation_is_clicks_aborted_not_a_traceback(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    make_study(storage, "kept")
+    result = CliRunner().invoke(main, ["delete", "kept", "--storage", storage, "--workspace", str(tmp_path / "ws")],
+                                input="n\n")
+    assert result.exit_code == 1 and "Aborted!" in result.output and "Traceback" not in result.output
+    assert "kept\t" in run("studies", "--storage", storage, "--workspace", str(tmp_path / "ws")).output
+
+
+def test_ui_waits_while_a_launch_holds_the_store_creation_lock(workspace):
+    """A launch creating the stores holds `creation_lock` while MLflow migrates; `fitgap ui` started meanwhile
+    waits for it instead of migrating the same database at the same time."""
+    import socket
+    import time
+
+    from fitgap.studies.stores import Stores
+
+    def waiting_on_a_lock(pid: int) -> bool:  # /proc/locks marks a blocked waiter with "->"
+        return any(line.split()[1:3] == ["->", "FLOCK"] and line.split()[5] == str(pid)
+                   for line in open("/proc/locks").read().splitlines())
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    with Stores.resolve(workspace=workspace).creation_lock():
+        ui = subprocess.Popen([sys.executable, "-m", "fitgap.studies.cli", "ui", "--workspace", str(workspace),
+                               "--port", port], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 60
+            while not waiting_on_a_lock(ui.pid) and ui.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+            assert waiting_on_a_lock(ui.pid), ui.stderr.read() if ui.poll() is not None else "not waiting"
+        except BaseException:
+            ui.kill()
+            raise
+    try:
+        line = ui.stdout.readline()  # once the lock is free, it serves
+        assert line.startswith(f"MLflow UI at http://127.0.0.1:{port}"), (line, ui.stderr.read() if ui.poll() else "")
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+
+
 @pytest.mark.parametrize("label", [0, 1])
 def test_a_classification_csv_whose_labels_are_all_one_class_is_refused(label, tmp_path):
     (tmp_path / "points.csv").write_text("x1,x2,label\n" + "".join(f"{i},{i * 2},{label}\n" for i in range(10)))

@@ -74,11 +74,13 @@ class Diagnosis:
 
     def attributes(self) -> dict[str, object]:
         """What the Optuna trial carries of it, for optuna-dashboard (which shows user attributes): one attribute,
-        `fitgap.diagnosis` = {verdict, best_epoch, best_fit_gap}, since each attribute is a storage commit (~2.5 ms
-        on SQLite, `bench/overhead.py`)."""
-        values = {"verdict": self.verdict, "best_epoch": None if self.best_epoch is None else int(self.best_epoch),
-                  "best_fit_gap": None if self.fit_gap_at_best is None else float(self.fit_gap_at_best)}
-        kept = {k: v for k, v in values.items() if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+        `fitgap.diagnosis` = {verdict, best_epoch, best_fit_gap}, since each attribute is a storage commit (~3 ms a
+        trial on SQLite, `bench/overhead.py`). Plain JSON values: Optuna stores them as JSON."""
+        kept = {"verdict": self.verdict} if self.verdict else {}
+        if self.best_epoch is not None:
+            kept["best_epoch"] = int(self.best_epoch)
+        if self.fit_gap_at_best is not None and math.isfinite(self.fit_gap_at_best):
+            kept["best_fit_gap"] = float(self.fit_gap_at_best)
         return {"fitgap.diagnosis": kept} if kept else {}
 
     def tags(self) -> dict[str, str]:

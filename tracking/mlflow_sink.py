@@ -71,7 +71,7 @@ class MlflowSink:
         return self.client.create_experiment(study, artifact_location=location, tags=EXPERIMENT_KIND)
 
     def study_run(self, study: str, tags: Mapping[str, str], spec_yaml: str,
-                  params: Mapping[str, Any] = {}) -> StudyRun:
+                  params: Mapping[str, Any] | None = None) -> StudyRun:
         """The study's parent run, found by tag or created (with the spec and the study's fixed `params`, which
         never change); marked RUNNING while a launch works on it."""
         experiment_id = self.experiment(study)
@@ -86,7 +86,7 @@ class MlflowSink:
                 experiment_id, run_name=study, tags={"fitgap.role": "study", "fitgap.study": study}
             ).info.run_id
             self.client.log_text(run_id, spec_yaml, "spec.yaml")
-            fixed = [Param(k, _text(v)) for k, v in params.items()]
+            fixed = [Param(k, _text(v)) for k, v in (params or {}).items()]
             for i in range(0, len(fixed), _MAX_PARAMS):
                 self.client.log_batch(run_id, params=fixed[i : i + _MAX_PARAMS])
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -173,7 +173,8 @@ class MlflowSink:
         self.client.set_tag(run_id, "fitgap.reason", reason)
         self.client.set_terminated(run_id, "FAILED")
 
-    def finish_study(self, study: StudyRun, status: str = "FINISHED", summary: Mapping[str, float] = {}) -> None:
+    def finish_study(self, study: StudyRun, status: str = "FINISHED",
+                     summary: Mapping[str, float] | None = None) -> None:
         """Close the study's run, with its summary metrics (the best value, trials by state), so that its own chart
         view shows something."""
         if summary:

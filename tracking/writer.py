@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fitgap.channel import Child, child_ends, receive, send
-from fitgap.errors import scrub
+from fitgap.errors import one_line, scrub
 from fitgap.tracking.mlflow_sink import MlflowSink
 from fitgap.tracking.records import TrialRecord
 
@@ -84,7 +84,7 @@ def main() -> None:
             answer = Written(record.number, attributes=diagnosis.attributes())
         except Exception as e:  # the coordinator stops the launch with this message: the traceback is for the log
             print(scrub(traceback.format_exc()), file=sys.stderr)
-            answer = Written(record.number, scrub(f"{type(e).__name__}: {e}".splitlines()[0]))
+            answer = Written(record.number, one_line(e))
         try:
             send(answers, answer)
         except BrokenPipeError:

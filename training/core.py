@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fitgap.errors import one_line
 from fitgap.studies.messages import TrialOutcome, TrialTask
 from fitgap.sweeps.vocabulary import COMPLEXITY_METRICS, TASK_METRICS, epoch_metrics
 from fitgap.tracking.records import EpochRecord
@@ -193,12 +194,6 @@ class EpochRule:
 
 
 # ---- outcomes --------------------------------------------------------------------------------------------------------
-
-
-def one_line(error: Exception) -> str:
-    """A failed trial's reason: the exception's type and the first line of its message."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def final_artifacts(start: TrialStart, task: TrialTask, data, weights: Weights | None = None) -> dict[str, bytes]:
