@@ -1,7 +1,8 @@
 """Trials per minute on the reference sweep: the hand-written loop against fitgap's keras, compiled and fused executors.
 
     .venv/bin/python bench/throughput.py [--trials 512] [--keras-trials 64] [--baseline-trials 4] [--epochs 100]
-                                         [--fuse K] [--slots 1]
+                                         [--fuse K] [--slots 1] [--live-executor fused|compiled|keras|none]
+                                         [--live-pairs 2]
 
 The reference sweep: the course's 2-D points (dot: 240 training and 60 validation points), the dot spec's search space
 (sweeps/specs/dot.yaml), 2-11-1 network, batch 32, validation every epoch. One fixed list of parameter sets, sampled
@@ -21,6 +22,12 @@ not diverge (final val_loss below 10: a diverging trial follows float rounding, 
 those were. The baseline's
 is not comparable (Keras's val_loss includes the penalty, and fit shuffles and initializes its own way); the mean best
 val_accuracy over the baseline's trials (the first of the list, which every runner ran) shows the same work was done.
+
+Live writing: the `--live-executor` runner (fused by default) runs `--live-pairs` more times with live writing off
+(`coordinator.LIVE_EVERY_S = inf`) and as many again as shipped, interleaved (off, on, on, off, ...: the first run as
+shipped is the table's) so that neither side gets the quieter minutes of a shared machine; the ratio of their total
+times shows what live writing costs a sweep whose trials (or fused batches) end sooner than `LIVE_EVERY_S`: they are
+written once, at their end, as without it (the live writes counted say so).
 """
 
 from __future__ import annotations
@@ -118,15 +125,27 @@ def baseline(sets: list[dict], epochs: int, folder: Path) -> dict:
 # ---- 2.-4. fitgap ----------------------------------------------------------------------------------------------------
 
 
-def through_launch(executor: str, sets: list[dict], epochs: int, fuse: int | None, slots: int, folder: Path) -> dict:
+def through_launch(executor: str, sets: list[dict], epochs: int, fuse: int | None, slots: int, folder: Path,
+                   live_every_s: float | None = None) -> dict:
+    """One launch; `live_every_s` replaces `coordinator.LIVE_EVERY_S` (None: as shipped)."""
+    from fitgap.studies import coordinator
+    from fitgap.tracking.writer import TrackingWriter
+
     spec = reference_spec(epochs, f"bench-{executor}", executor=executor, trials=len(sets), sampler="random")
     finished: list[float] = []
+    live_writes = []
+    shipped, write_live = coordinator.LIVE_EVERY_S, TrackingWriter.write_live
+    coordinator.LIVE_EVERY_S = shipped if live_every_s is None else live_every_s
+    TrackingWriter.write_live = lambda writer, live: (live_writes.append(live.number), write_live(writer, live))
     started = time.perf_counter()
-    # One executor for the whole run: recycling one (after --max-trials-per-executor trainings) would add a
-    # TensorFlow start-up, and a fused batch counts each member.
-    summary = launch(spec, trials=len(sets), cpu_slots=slots, fuse=fuse, workspace=folder, save_models="none",
-                     max_trials_per_executor=len(sets) + 1,
-                     on_trial=lambda record, used, budget: finished.append(time.perf_counter()))
+    try:
+        # One executor for the whole run: recycling one (after --max-trials-per-executor trainings) would add a
+        # TensorFlow start-up, and a fused batch counts each member.
+        summary = launch(spec, trials=len(sets), cpu_slots=slots, fuse=fuse, workspace=folder, save_models="none",
+                         max_trials_per_executor=len(sets) + 1,
+                         on_trial=lambda record, used, budget: finished.append(time.perf_counter()))
+    finally:
+        coordinator.LIVE_EVERY_S, TrackingWriter.write_live = shipped, write_live
     elapsed = time.perf_counter() - started
     records = {r.number: r for r in summary.finished}
     assert sorted(records) == list(range(len(sets))), f"{executor}: trials {sorted(records)}"
@@ -136,7 +155,9 @@ def through_launch(executor: str, sets: list[dict], epochs: int, fuse: int | Non
     steady = (finished[-1] - finished[0]) / (len(finished) - 1) if len(finished) > 1 else elapsed
     return {"end_to_end": elapsed / len(sets), "steady": steady,
             "final_val_loss": {r.number: r.epochs[-1].metrics["val_loss"] for r in complete},
-            "accuracy": {r.number: r.values[0] for r in complete}, "states": _states(records.values())}
+            "accuracy": {r.number: r.values[0] for r in complete}, "states": _states(records.values()),
+            "live_writes": len(live_writes), "live_every_s": coordinator.LIVE_EVERY_S if live_every_s is None
+            else live_every_s}
 
 
 def _states(records) -> str:
@@ -184,6 +205,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--fuse", type=int, default=None, help="K of the fused executor [default: fusion.choose_k]")
     parser.add_argument("--slots", type=int, default=1, help="CPU executor slots of the fitgap runs")
+    parser.add_argument("--live-executor", default="fused", choices=[*EXECUTORS, "none"],
+                        help="the runner run again with live writing off, and as shipped, to compare")
+    parser.add_argument("--live-pairs", type=int, default=2, help="(off, as shipped) pairs of runs of it")
     args = parser.parse_args()
     counts = {"baseline": args.baseline_trials, "keras": args.keras_trials, "compiled": args.trials,
               "fused": args.trials}
@@ -200,6 +224,13 @@ def main() -> None:
         for executor in EXECUTORS:
             results[executor] = through_launch(executor, sets[:counts[executor]], args.epochs, args.fuse, args.slots,
                                                Path(folder) / executor)
+            if executor == args.live_executor:  # right after it, on the same trials, interleaved
+                live = {None: [results[executor]], math.inf: []}
+                for pair in range(args.live_pairs):
+                    for every in (math.inf, None) if pair % 2 == 0 else (None, math.inf):
+                        live[every].append(through_launch(executor, sets[:counts[executor]], args.epochs, args.fuse,
+                                                          args.slots, Path(folder) / f"{executor}-live-{pair}-{every}",
+                                                          live_every_s=every))
     for executor in EXECUTORS:
         results[executor]["training"] = training_only(executor, sets[:counts[executor]], args.epochs, args.fuse)
 
@@ -225,6 +256,17 @@ def main() -> None:
         print(f"{executor:<10}{60 / r['end_to_end']:>11.1f}{base['end_to_end'] / r['end_to_end']:>7.0f}x"
               f"{60 / r['steady']:>11.1f}{60 / r['training']:>13.1f}{base['training'] / r['training']:>7.0f}x"
               f"{compared:>27}{accuracy(r):>10.3f}  {r['states']}")
+    if args.live_executor != "none":
+        def figures(runs: list[dict]) -> tuple[float, float, str, int]:
+            total = sum(r["end_to_end"] for r in runs) / len(runs)
+            each = ", ".join(f"{60 / r['end_to_end']:.1f}" for r in runs)
+            return total, sum(r["steady"] for r in runs) / len(runs), each, sum(r["live_writes"] for r in runs)
+
+        on, on_steady, on_each, on_writes = figures(live[None])
+        off, off_steady, off_each, off_writes = figures(live[math.inf])
+        print(f"live writing, {args.live_executor} (trials/min end to end of each run): as shipped (LIVE_EVERY_S = "
+              f"{live[None][0]['live_every_s']:g} s) {on_each}, {on_writes} live writes; off (inf) {off_each}, "
+              f"{off_writes}; on / off {off / on:.2f}x end to end, {off_steady / on_steady:.2f}x steady")
 
 
 if __name__ == "__main__":

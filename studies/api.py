@@ -4,6 +4,7 @@ here imports TensorFlow: data are read and checked with numpy (`fitgap.data`), t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any, Callable
 import optuna
 
 from fitgap.data.datasets import Dataset, load_dataset
-from fitgap.studies.choice import choose_k
+from fitgap.studies.choice import choose_k, xla_mode
 from fitgap.studies.coordinator import INTERRUPTIONS, Coordinator
 from fitgap.studies.options import RunOptions
 from fitgap.studies.rerun import Rerun, rerun  # noqa: F401  (part of the API)
@@ -25,7 +26,19 @@ from fitgap.sweeps.reading import load_spec
 from fitgap.sweeps.spec import SpecError, SweepSpec, check_builder, check_input_shape, parse_spec
 from fitgap.tracking.mlflow_sink import MlflowSink
 from fitgap.tracking.records import TrialRecord
-from fitgap.tracking.results import ResultsDB
+from fitgap.tracking.results import ResultsDB, ResultsError
+
+
+@dataclass(frozen=True)
+class Running:
+    """A trial RUNNING in Optuna, as its live writes tell (`fitgap status`); None where nothing is written yet."""
+
+    number: int
+    epoch: int | None  # epochs written, of...
+    epochs: int  # ...the trial's `epochs`
+    value: float | None  # the objective's metric at the latest epoch
+    gap: float | None  # `gap` at the latest epoch
+    running_s: float  # since its training started (since Optuna's ask, before its first live write)
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class Summary:
     finished: list[TrialRecord] = field(default_factory=list)  # trials this launch finished
     elapsed_s: float = 0.0
     experiment_id: str | None = None
+    running: list[Running] = field(default_factory=list)  # `status` only
 
     def __repr__(self) -> str:
         """One line for a notebook; `finished` holds the records, `fitgap.trials(study)` the table of all trials."""
@@ -71,41 +85,48 @@ def validate(spec_or_path: SweepSpec | str | Path | dict, allow_builder: bool = 
 
 def launch(spec_or_path: SweepSpec | str | Path | dict, *, trials: int | None = None,
            on_trial: Callable[[TrialRecord, int, int], None] | None = None,
-           on_start: Callable[[SweepSpec, int, int, int], None] | None = None, **options) -> Summary:
+           on_start: Callable[[SweepSpec, int, int, int], None] | None = None,
+           on_epoch: Callable[[int, int, int], None] | None = None, **options) -> Summary:
     """Create or resume the spec's study and run it to its budget; `trials` replaces the stored budget.
 
     options: the fields of `RunOptions` (timeout, gpus, slots_per_gpu, cpu_slots, retries, max_trials_per_executor,
     fuse, allow_builder, save_models, plots, deterministic) and the store options of `Stores.resolve` (workspace, storage,
     tracking_uri, results_url). on_start(spec, executors, used, budget) is called once the study is open, as the
-    executors start (they take seconds to import TensorFlow); on_trial(record, used, budget) as each trial finishes.
+    executors start (they take seconds to import TensorFlow); on_trial(record, used, budget) as each trial finishes;
+    on_epoch(number, epoch, epochs) as each epoch record of a running trial comes (keep it cheap: thousands a second
+    come from a fused batch).
     """
     if trials is not None and trials <= 0:
         raise SpecError(f"`trials` must be > 0, but got {trials}")
     run, store_options = RunOptions.split(options)
     spec, data = validate(spec_or_path, run.allow_builder)
-    return _coordinate(spec, data, Stores.resolve(**store_options), run, trials, on_trial, on_start)
+    return _coordinate(spec, data, Stores.resolve(**store_options), run, trials, on_trial, on_start, on_epoch)
 
 
 def worker(name: str, *, data_dir: str | Path = ".", on_trial: Callable[[TrialRecord, int, int], None] | None = None,
-           on_start: Callable[[SweepSpec, int, int, int], None] | None = None, **options) -> Summary:
+           on_start: Callable[[SweepSpec, int, int, int], None] | None = None,
+           on_epoch: Callable[[int, int, int], None] | None = None, **options) -> Summary:
     """Join an existing study (from another machine): its spec comes from the storage, its data from `data_dir`;
     options as `launch`'s."""
     run, store_options = RunOptions.split(options)
     stores = Stores.resolve(**store_options)
     spec = stored_spec(load_study(name, stores), Path(data_dir))
     _, data = validate(spec, run.allow_builder)
-    return _coordinate(spec, data, stores, run, None, on_trial, on_start)
+    return _coordinate(spec, data, stores, run, None, on_trial, on_start, on_epoch)
 
 
 def _coordinate(spec: SweepSpec, data: Dataset, stores: Stores, run: RunOptions, trials: int | None,
                 on_trial: Callable[[TrialRecord, int, int], None] | None,
-                on_start: Callable[[SweepSpec, int, int, int], None] | None = None) -> Summary:
+                on_start: Callable[[SweepSpec, int, int, int], None] | None = None,
+                on_epoch: Callable[[int, int, int], None] | None = None) -> Summary:
     """Everything checked first, then one coordinator per SQLite workspace runs the study."""
     slots = plan_slots(run.gpus, run.slots_per_gpu, run.cpu_slots, deterministic=run.deterministic)
+    xla_mode()  # the executors read it: a wrong value is the user's, said once, before anything is written
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
         handle = StudyHandle.open(spec, stores, data.content_hash, trials, run.save_models, run.plots)
-        coordinator = Coordinator(handle, slots, run, batch_size_of(spec, data, run.fuse), on_trial)
+        coordinator = Coordinator(handle, slots, run, batch_size_of(spec, data, run.fuse), on_trial,
+                                  on_epoch=on_epoch)
         if on_start is not None:
             on_start(spec, len(slots), handle.used_budget(), handle.budget)
         started = time.time()
@@ -182,7 +203,37 @@ def trials(name: str, where: str | None = None, order_by: str | None = None, lim
 
 
 def status(name: str, **store_options) -> Summary:
-    return _summary(load_study(name, Stores.resolve(**store_options)))
+    """The study's summary, with its running trials as their live writes to the results database tell (so from any
+    machine that reaches the stores)."""
+    stores = Stores.resolve(**store_options)
+    study = load_study(name, stores)
+    return dataclasses.replace(_summary(study), running=_running(study, stores))
+
+
+def _running(study: optuna.Study, stores: Stores) -> list[Running]:
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not trials:
+        return []
+    try:
+        with ResultsDB(stores.results_url, create=False) as results:  # a reading command migrates nothing
+            rows = {row["number"]: row for row in results.running(study.study_name)}
+    except ResultsError:  # no results database here, or an older schema: what Optuna knows
+        rows = {}
+    spec = study.user_attrs.get("fitgap.spec", {})
+    metric = spec.get("objective", [{}])[0].get("metric")
+    now = time.time()
+    running = []
+    for trial in trials:
+        row = rows.get(trial.number)
+        if row is None:
+            asked = trial.datetime_start.timestamp() if trial.datetime_start else now
+            running.append(Running(trial.number, None, trial.params.get("epochs", spec.get("epochs", 0)), None, None,
+                                   now - asked))
+        else:
+            done = None if row["last_epoch"] is None else row["last_epoch"] + 1
+            running.append(Running(trial.number, done, row["epochs"], row.get(f"final_{metric}"), row["final_gap"],
+                                   now - row["started_at"]))
+    return running
 
 
 def best(name: str, top: int = 1, **store_options) -> list[dict[str, Any]]:

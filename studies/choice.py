@@ -1,9 +1,11 @@
 """Coordinator side: which executor trains a trial, which trials share a fused batch, and how many at once — decided
 here, once, before any executor exists (no TensorFlow).
 
-- ``executor_for(params, requested="auto") -> "fused" | "compiled" | "keras"``: the fastest executor that can train
-  this trial exactly as the reference would, never a faster one than `requested` ("auto" = fused allowed). The chain
-  is fused -> compiled -> keras; `fuse_blocker` and `compile_blocker` say why a trial falls back.
+- ``choose_executor(params, requested="auto", fuse) -> (executor, why)``: the fastest executor that can train this
+  trial as the reference would ("fused" | "compiled" | "keras"), never a faster one than `requested` ("auto" = fused
+  allowed, for batches of two or more); `why` is for the trial's record. The chain is fused -> compiled -> keras;
+  `fuse_blocker` and `compile_blocker` say why a trial falls back. Whether the executor's graph runs under XLA is
+  measured by the executor (`fitgap.training.xla`).
 - ``fuse_group_key(params) -> tuple | None``: trials whose keys are equal (and not None) can be one `Batch`, trained
   by `fitgap.training.fused`; None = this trial cannot fuse. What must be equal: the model kind (mlp), the number of
   hidden layers, the optimizer, `batch_size`, `epochs` and `standardize`. Everything else may differ inside a batch:
@@ -23,6 +25,7 @@ import math
 import os
 from typing import Any, Mapping
 
+from fitgap.errors import UsageError
 from fitgap.sweeps.vocabulary import HYPERPARAMETERS
 
 # At K = 64 a dot trial trains in ~60 ms on 2 CPU cores (bench/throughput.py), less than recording it costs: a larger
@@ -30,6 +33,15 @@ from fitgap.sweeps.vocabulary import HYPERPARAMETERS
 MAX_K = 64
 FUSE_MEMORY_MB = float(os.environ.get("FITGAP_FUSE_MEMORY_MB", "512"))  # a fused batch's working set
 EXECUTORS = ("fused", "compiled", "keras")  # fastest first
+XLA_MODES = ("auto", "on", "off")  # FITGAP_XLA: measure per graph (`fitgap.training.xla`), always, never
+
+
+def xla_mode() -> str:
+    """FITGAP_XLA, checked: the launch checks it before any executor reads it."""
+    mode = os.environ.get("FITGAP_XLA", "auto")
+    if mode not in XLA_MODES:
+        raise UsageError(f"FITGAP_XLA must be one of {list(XLA_MODES)}, but got {mode!r}")
+    return mode
 
 
 def _get(params: Mapping[str, Any], name: str) -> Any:
@@ -67,16 +79,26 @@ def can_fuse(params: Mapping[str, Any]) -> bool:
     return fuse_blocker(params) is None
 
 
-def executor_for(params: Mapping[str, Any], requested: str = "auto") -> str:
-    """The executor that trains this trial: the first of fused, compiled, keras that `requested` allows and that can
-    train it."""
+def choose_executor(params: Mapping[str, Any], requested: str = "auto", fuse: int = MAX_K) -> tuple[str, str]:
+    """The executor that trains this trial, and why: the first of fused, compiled, keras that `requested` allows and
+    that can train it. `auto` fuses only batches of two or more (`fuse`): a batch of one trains as compiled does,
+    a little slower."""
     if requested not in ("auto", *EXECUTORS):
         raise ValueError(f"`executor` must be one of ['auto', 'fused', 'compiled', 'keras'], but got {requested!r}")
-    allowed = EXECUTORS if requested == "auto" else EXECUTORS[EXECUTORS.index(requested):]
-    for executor in allowed:
-        if executor == "keras" or (executor == "compiled" and can_compile(params)) or can_fuse(params):
-            return executor
-    raise AssertionError(allowed)
+    if requested == "keras":
+        return "keras", "executor: keras"
+    blocker = fuse_blocker(params)
+    if requested == "fused" and blocker is None:
+        return "fused", "executor: fused"
+    if requested == "auto" and blocker is None:
+        if fuse >= 2:
+            return "fused", f"auto: fused, up to {fuse} per batch"
+        blocker = "one trial per batch fits in FITGAP_FUSE_MEMORY_MB"
+    compiled = compile_blocker(params)
+    if compiled is None:
+        return "compiled", f"{requested}: compiled, not fused ({blocker})" if requested != "compiled" else \
+            "executor: compiled"
+    return "keras", f"{requested}: keras, not compiled ({compiled})"
 
 
 def fuse_group_key(params: Mapping[str, Any]) -> tuple | None:

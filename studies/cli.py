@@ -17,7 +17,7 @@ import traceback
 import click
 
 from fitgap.errors import FitgapError, scrub
-from fitgap.studies.display import Progress, best_text, counts_text, print_summary, short
+from fitgap.studies.display import Progress, best_text, counts_text, print_summary, running_lines, short
 
 EXIT_INTERRUPTED = 130
 
@@ -142,8 +142,8 @@ def launch(spec, trials, **kwargs):
     from fitgap.studies.api import launch as run
 
     stores = _stores(kwargs)
-    _run_coordinator(lambda progress: run(spec, trials=trials, on_trial=progress, on_start=progress.start, **kwargs,
-                                          **stores), stores)
+    _run_coordinator(lambda progress: run(spec, trials=trials, on_trial=progress, on_start=progress.start,
+                                          on_epoch=progress.epoch, **kwargs, **stores), stores)
 
 
 @main.command()
@@ -159,8 +159,8 @@ def worker(study, **kwargs):
     from fitgap.studies.api import worker as run
 
     stores = _stores(kwargs)
-    _run_coordinator(lambda progress: run(study, on_trial=progress, on_start=progress.start, **kwargs, **stores),
-                     stores)
+    _run_coordinator(lambda progress: run(study, on_trial=progress, on_start=progress.start, on_epoch=progress.epoch,
+                                          **kwargs, **stores), stores)
 
 
 @main.command()
@@ -263,12 +263,14 @@ def list_studies(**kwargs):
 @_store_options
 @_errors_in_one_line
 def status(study, **kwargs):
-    """Show a study's budget, trial counts and best trial."""
+    """Show a study's budget, trial counts, best trial and running trials."""
     from fitgap.studies.api import status as get
 
     summary = get(study, **_stores(kwargs))
     click.echo(f"study {summary.study}: {counts_text(summary)} of a budget of {summary.budget}")
     click.echo(f"best: {best_text(summary)}")
+    for line in running_lines(summary):
+        click.echo(line)
 
 
 @main.command()

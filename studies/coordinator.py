@@ -7,6 +7,11 @@ then tells Optuna. Telling last means a coordinator killed mid-write leaves the 
 retried) by the heartbeat check, never COMPLETE without its records. The writing is the tracking process's
 (`fitgap.tracking.writer`), on another core: the coordinator tells Optuna when it says a trial is written.
 
+Live curves: a trial training for longer than `LIVE_EVERY_S` has its new epochs written (a `LiveRecord`) whenever
+that much time has passed since its last live write, at the next `Epochs` bunch; a trial that ends sooner is written
+once, at its end. The clock of a trial (`duration_s`, `trial_timeout`, live writes) starts when its first training is
+dispatched to a slot; its wait before that is `wait_s`.
+
 A trial is `repeats` trainings with different seeds, possibly on different slots; its record holds their mean
 (`trials.Combined`).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import queue
 import signal
 import threading
@@ -27,15 +33,15 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
 from fitgap.errors import RunError, one_line
-from fitgap.studies.choice import executor_for, take_batch
+from fitgap.studies.choice import choose_executor, take_batch
 from fitgap.studies.executors import Died, Executor, ExecutorProcess, StartExecutor
 from fitgap.studies.messages import Epochs, Ready, TrialOutcome, TrialTask
 from fitgap.studies.options import RunOptions
 from fitgap.studies.slots import Slot
 from fitgap.studies.study import HEARTBEAT_S, StudyHandle
-from fitgap.studies.trials import Combined, trial_seed, trial_task
+from fitgap.studies.trials import Combined, reached_by_all, trial_seed, trial_task
 from fitgap.sweeps.space import suggest, trial_params
-from fitgap.tracking.records import EpochRecord, TrialRecord
+from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 from fitgap.tracking.writer import TrackingWriter, WriterDied, Written
 
 # What a store raises when it refuses a write mid-launch: the launch stops with a run error
@@ -43,6 +49,9 @@ STORE_FAILURES = (SQLAlchemyError, MlflowException, OSError)
 MAX_START_FAILURES = 3  # executors of one slot in a row that die before they are ready: then the launch stops
 # The reason recorded for the trials a signal interrupts (they are not retried: the user stopped them)
 INTERRUPTIONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
+# A running trial's new epochs are written at least this often (seconds; inf: only at its end). Trials shorter than it
+# are written once, so the reference sweep's ~1 s trials cost no more.
+LIVE_EVERY_S = float(os.environ.get("FITGAP_LIVE_S", "10"))
 
 
 @dataclass
@@ -51,9 +60,14 @@ class _Trial:
     params: dict
     run_id: str
     executor: str  # fused, compiled or keras: the fastest that trains it as the reference would
-    started_at: float = field(default_factory=time.time)
+    why: str  # why that executor (`choice.choose_executor`)
+    asked_at: float  # when Optuna gave it
+    started_at: float | None = None  # when its first training was dispatched to a slot
+    curves: dict[int, list[EpochRecord]] = field(default_factory=dict)  # each started repeat's epochs so far
     done: dict[int, tuple[list[EpochRecord], TrialOutcome]] = field(default_factory=dict)  # by repeat
     failure: TrialOutcome | None = None  # the first training that failed fails the trial
+    live_epochs: int = 0  # epochs of its curve already written live
+    live_at: float = 0.0  # when they were (or when it started)
 
 
 @dataclass
@@ -72,7 +86,8 @@ class _Training:
 class Coordinator:
     def __init__(self, handle: StudyHandle, slots: list[Slot], options: RunOptions, fuse: int = 1,
                  on_trial: Callable[[TrialRecord, int, int], None] | None = None,
-                 start_executor: StartExecutor = ExecutorProcess):
+                 start_executor: StartExecutor = ExecutorProcess,
+                 on_epoch: Callable[[int, int, int], None] | None = None):
         self.h = handle
         self.spec = handle.spec
         self.fuse = fuse  # trainings per fused batch (`choice.choose_k`)
@@ -81,6 +96,7 @@ class Coordinator:
         self.retries = options.retries
         self.max_trials_per_executor = options.max_trials_per_executor
         self.on_trial = on_trial or (lambda record, used, budget: None)
+        self.on_epoch = on_epoch or (lambda number, epoch, epochs: None)  # a display's: each epoch record received
         self.start_executor = start_executor
         self.events: queue.Queue = queue.Queue()
         self.executors: dict[int, Executor] = {}
@@ -146,7 +162,8 @@ class Coordinator:
             for index in list(self.running):
                 for training in self.running.pop(index).values():
                     training.stop_reason = reason
-                    self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason))
+                    self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason,
+                                                               executor=training.task.executor))
             self._drain()
             raise
         finally:
@@ -178,6 +195,11 @@ class Coordinator:
             tasks = [self._task(trial, repeat) for trial, repeat in batch]
             self.running[index] = {task.number: _Training(trial, task, index, self.devices[index])
                                    for (trial, _), task in zip(batch, tasks)}
+            for training in self.running[index].values():
+                trial = training.trial
+                trial.curves[training.task.repeat] = training.epochs
+                if trial.started_at is None:
+                    trial.started_at = trial.live_at = training.started_at
             self.executors[index].submit(*tasks)
 
     def _prefetching(self) -> bool:
@@ -193,7 +215,7 @@ class Coordinator:
         self.waiting.clear()
         training = {id(t.trial) for batch in self.running.values() for t in batch.values()}
         for trial in pending:
-            outcome = TrialOutcome(trial.trial.number, "FAIL", reason=reason)
+            outcome = TrialOutcome(trial.trial.number, "FAIL", reason=reason, executor=trial.executor)
             if id(trial) in training:
                 trial.failure = trial.failure or outcome
             else:
@@ -208,13 +230,13 @@ class Coordinator:
         with self.h.asking():  # several coordinators on one server: the budget check and the asks are one step
             self.stopping = self.stopping or self.h.stop_requested()
             remaining = 0 if self.stopping else self.h.remaining()
-            asked = [self.h.study.ask() for _ in range(min(wanted, remaining))]
+            asked = [(self.h.study.ask(), time.time()) for _ in range(min(wanted, remaining))]
         self.spent = remaining <= wanted
-        for trial in asked:
+        for trial, asked_at in asked:
             params = trial_params(self.spec, suggest(trial, self.spec))
             run_id = self.h.start_trial_run(trial, trial_seed(self.spec, trial.number), self.spec.repeats, params)
-            executor = executor_for(params, requested=self.spec.executor)
-            self.trials[trial.number] = _Trial(trial, params, run_id, executor)
+            executor, why = choose_executor(params, self.spec.executor, self.fuse)
+            self.trials[trial.number] = _Trial(trial, params, run_id, executor, why, asked_at)
             self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
 
     # -- events -----------------------------------------------------------------------------------------------------
@@ -237,11 +259,17 @@ class Coordinator:
             self.start_failures.pop(index, None)
             self.idle.add(index)
         elif isinstance(message, Epochs):
+            trainings = self.running[index]
             for record in message.records:
-                training = self.running[index][record.trial]
+                training = trainings[record.trial]
                 training.epochs.append(record)
+                self.on_epoch(record.trial, record.epoch, training.task.params["epochs"])
                 if record.epoch in training.task.decide_at:
                     self._decide(index, training, record)
+            now = time.time()
+            for number in {record.trial for record in message.records}:
+                if now - trainings[number].trial.live_at >= LIVE_EVERY_S:
+                    self._write_live(trainings[number], now)
         elif isinstance(message, TrialOutcome):
             training = self.running[index].pop(message.number)
             self.trained[index] += 1
@@ -255,6 +283,20 @@ class Coordinator:
             self._training_done(training, message)
         elif isinstance(message, Died):
             self._executor_died(index, message.returncode)
+
+    def _write_live(self, training: _Training, now: float) -> None:
+        """Have the trial's epochs since its last live write written (with repeats: those every repeat reached)."""
+        trial = training.trial
+        epochs = reached_by_all([trial.curves.get(r, []) for r in range(self.spec.repeats)], trial.live_epochs)
+        if not epochs:
+            return
+        self.writer.write_live(LiveRecord(
+            study=self.spec.name, number=trial.trial.number, mlflow_run_id=trial.run_id, params=trial.params,
+            epochs=tuple(epochs), seed=trial_seed(self.spec, trial.trial.number), device=training.device,
+            slot=training.slot, started_at=trial.started_at, wait_s=trial.started_at - trial.asked_at,
+            executor=trial.executor, repeats=self.spec.repeats))
+        trial.live_epochs += len(epochs)
+        trial.live_at = now
 
     def _decide(self, index: int, training: _Training, record: EpochRecord) -> None:
         """Report the objective at a pruner epoch; the executor waits for the answer."""
@@ -278,7 +320,8 @@ class Coordinator:
                                f"{MAX_START_FAILURES} times: see {log}")
         for training in self.running.pop(index, {}).values():
             reason = training.stop_reason or f"executor died (exit code {returncode})"
-            self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason),
+            self._training_done(training, TrialOutcome(training.task.number, "FAIL", reason=reason,
+                                                       executor=training.task.executor),
                                 retry=training.stop_reason is None)
         if not self.stopping:
             self._start_executor(self.slots[index])
@@ -327,6 +370,8 @@ class Coordinator:
         artifacts = dict(outcome.artifacts)
         if outcome.traceback:
             artifacts["traceback.txt"] = outcome.traceback.encode()
+        finished_at = time.time()
+        started_at = finished_at if trial.started_at is None else trial.started_at  # None: it never started
         record = TrialRecord(
             study=self.spec.name,
             number=trial.trial.number,
@@ -339,8 +384,9 @@ class Coordinator:
             seed=trial_seed(self.spec, trial.trial.number),  # of the first repeat
             device=training.device,
             slot=training.slot,
-            started_at=trial.started_at,
-            finished_at=time.time(),
+            started_at=started_at,  # the first repeat's dispatch: duration_s runs from there to the last outcome
+            finished_at=finished_at,
+            wait_s=started_at - trial.asked_at,
             reason=outcome.reason if trial.failure else None,
             mlflow_run_id=trial.run_id,
             artifacts=artifacts,
@@ -348,6 +394,7 @@ class Coordinator:
             value_std=combined.value_std,
             test_metrics=combined.test_metrics,
             executor=outcome.executor,
+            executor_reason="; ".join(filter(None, (trial.why, outcome.executor_reason))),  # and its XLA mode
         )
         retry = retry and trial.trial.user_attrs.get("fitgap.attempt", 0) < self.retries
         record = self.h.models.keep(record)
@@ -355,10 +402,10 @@ class Coordinator:
         self.writer.write(record, self.h.plots.wants(record))
 
     def _written(self, message: Written) -> None:
-        trial, record, retry = self.writing.pop(message.number)
-        if message.error:
+        if message.error:  # its record or a live write of it
             raise RunError(f"trial {message.number} could not be written: {message.error} (see "
                            f"{self.writer.log_path})")
+        trial, record, retry = self.writing.pop(message.number)
         self.h.conclude(trial.trial, record, retry=retry, attributes=message.attributes)
         self.spent = self.spent and not retry
         del self.trials[record.number]

@@ -75,3 +75,4 @@ class TrialOutcome:
     test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, for the trial's MLflow run
     executor: str = "keras"  # which training ran
+    executor_reason: str | None = None  # why that executor (and XLA mode): the training side says

@@ -86,6 +86,9 @@ def rerun(name: str, number: int, *, data_dir: str | Path = ".", gpus: str | Non
             raise SpecError(f"study {name!r} has no trial {number} in the results database (it has "
                             f"{', '.join(map(str, known)) or 'none'})")
         params, stored = results.params(name, number), results.epochs(name, number)
+    if row["state"] == "RUNNING":  # its curve so far would never match a whole training
+        raise SpecError(f"trial {number} of {name!r} is still running (a RUNNING row, written live): rerun it once "
+                        "it has ended")
     if row["seed"] is None or not params:
         raise SpecError(f"trial {number} of {name!r} has no stored params or seed to rebuild it from")
     data = load_dataset(spec.dataset.model_dump(), spec.base_dir)

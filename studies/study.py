@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from sqlalchemy.exc import SQLAlchemyError
 
 from fitgap.errors import scrub
 from fitgap.studies.keeping import ModelKeeper, PlotPolicy
@@ -26,7 +27,7 @@ from fitgap.sweeps.space import derive_seed, make_sampler, trial_params
 from fitgap.sweeps.spec import SpecError, SweepSpec, changed_field, parse_spec
 from fitgap.sweeps.vocabulary import excerpt
 from fitgap.tracking.mlflow_sink import MlflowSink, StudyRun
-from fitgap.tracking.records import TrialRecord
+from fitgap.tracking.records import EpochRecord, TrialRecord
 from fitgap.tracking.results import ResultsDB, error_line, redact, sqlite_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -179,8 +180,9 @@ class StudyHandle:
 
     def fail_stale_trials(self, retries: int, all_running: bool = False) -> None:
         """Fail (and retry) the trials of coordinators that stopped beating — every RUNNING trial with `all_running`,
-        when the caller knows no other coordinator is alive — and close orphaned MLflow runs; under the study's lock,
-        so that two coordinators cannot both retry one trial."""
+        when the caller knows no other coordinator is alive — keeping the epochs their live writes stored, and close
+        orphaned MLflow runs and results rows; under the study's lock, so that two coordinators cannot both retry one
+        trial."""
         with self.asking():
             self._fail_stale_trials(retries, all_running)
 
@@ -200,6 +202,14 @@ class StudyHandle:
                    for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for run_id in set(self.sink.running_trial_runs(self.study_run)) - running:
             self.sink.fail_run(run_id, "coordinator died")
+        rows = self.results.running(self.spec.name)
+        if rows:  # RUNNING rows of failed trials: their final write was refused (`abandon` on a full disk)
+            trials = {t.number: t for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+            for row in rows:
+                trial = trials.get(row["number"])
+                if trial is not None:
+                    reason = trial.user_attrs.get("fitgap.reason", "coordinator died")
+                    self.results.write_trial(self._stale_record(trial, reason))
 
     def abandon(self, trials: list[optuna.Trial], reason: str, retries: int) -> None:
         """Fail these RUNNING trials of this coordinator's with `reason` and retry them, store by store as far as
@@ -229,13 +239,30 @@ class StudyHandle:
             self._retry(trial)
 
     def _stale_record(self, trial: optuna.trial.FrozenTrial, reason: str) -> TrialRecord:
+        """A FAIL record of a trial that ended without one, keeping what its live writes stored (its epochs, where
+        and since when it trained): its RUNNING row, if any, becomes this."""
         now = time.time()
+        row, epochs = self._stored(trial.number)
+        asked = trial.datetime_start.timestamp() if trial.datetime_start else now
         return TrialRecord(
             study=self.spec.name, number=trial.number, state="FAIL", params=trial_params(self.spec, trial.params),
-            values=None, best_epoch=None, epochs=(), complexity={}, seed=trial.user_attrs.get("fitgap.seed", 0),
-            device="unknown", slot=-1, started_at=trial.datetime_start.timestamp() if trial.datetime_start else now,
-            finished_at=now, reason=reason, mlflow_run_id=trial.user_attrs.get("fitgap.mlflow_run_id"),
+            values=None, best_epoch=None, epochs=epochs, complexity={}, seed=trial.user_attrs.get("fitgap.seed", 0),
+            device=row.get("device") or "unknown", slot=-1 if row.get("slot") is None else row["slot"],
+            started_at=row.get("started_at") or asked, finished_at=now, reason=reason,
+            mlflow_run_id=trial.user_attrs.get("fitgap.mlflow_run_id"), repeats=self.spec.repeats,
+            executor=row.get("executor") or "keras", wait_s=row.get("wait_s"),
         )
+
+    def _stored(self, number: int) -> tuple[dict, tuple[EpochRecord, ...]]:
+        """The results row of trial `number` ({} if none, or if the database cannot be read) and its epochs."""
+        try:
+            row = next((r for r in self.results.running(self.spec.name) if r["number"] == number), None)
+            rows = self.results.epochs(self.spec.name, number) if row else []
+        except SQLAlchemyError:  # a store failing mid-launch (`abandon`): the record says less
+            return {}, ()
+        epochs = tuple(EpochRecord(number, e["epoch"], {k: v for k, v in e.items() if k not in ("epoch", "ended_at")
+                                                        and v is not None}, e["ended_at"]) for e in rows)
+        return row or {}, epochs
 
     def _retry(self, trial) -> None:
         self.study.enqueue_trial(trial.params, user_attrs={"fitgap.retry_of": trial.number,

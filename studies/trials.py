@@ -3,7 +3,9 @@
 A trial is `repeats` trainings of one params dict, each a `TrialTask` with its own seed (`trial_seed`: the one seed
 rule, from the study seed, the trial number and the repeat). Its curves are the mean of the repeats' curves, epoch
 by epoch (`mean_curves`); its values are the mean over the repeats of each repeat's objectives at that repeat's best
-epoch (`Combined`). `launch`'s coordinator and `rerun` both build their tasks and combine their trainings here.
+epoch (`Combined`). While it trains, its live curve (`reached_by_all`) is the mean over the epochs every repeat has
+reached: such a point is final, since no repeat will change it. `launch`'s coordinator and `rerun` both build their
+tasks and combine their trainings here.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def best_epoch(epochs: list[EpochRecord], metric: str, direction: str) -> EpochR
 
 
 def mean_curves(runs: list[list[EpochRecord]]) -> list[EpochRecord]:
-    """Epoch by epoch, the mean of each metric over the runs that reached that epoch."""
+    """Epoch by epoch, the mean of each metric over the runs that reached that epoch, ended when the last of them
+    ended it."""
     if len(runs) == 1:
         return runs[0]
     by_epoch: dict[int, list[EpochRecord]] = {}
@@ -53,8 +56,16 @@ def mean_curves(runs: list[list[EpochRecord]]) -> list[EpochRecord]:
         for record in run:
             by_epoch.setdefault(record.epoch, []).append(record)
     return [EpochRecord(group[0].trial, epoch, {k: statistics.fmean(r.metrics[k] for r in group)
-                                                for k in group[0].metrics})
+                                                for k in group[0].metrics},
+                        max((r.ended_at for r in group if r.ended_at is not None), default=None))
             for epoch, group in sorted(by_epoch.items())]
+
+
+def reached_by_all(runs: list[list[EpochRecord]], start: int = 0) -> list[EpochRecord]:
+    """The mean curves (`mean_curves`) from epoch `start` up to the last epoch every one of `runs` has reached (each
+    run's records in epoch order, from 0): what a trial of `len(runs)` repeats can show while they train."""
+    end = min(map(len, runs))
+    return mean_curves([run[start:end] for run in runs]) if end > start else []
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,13 @@ def metrics_at(task: TrialTask, epoch: int) -> dict[str, float]:
 @dataclass
 class Script:
     """What the fake executors do. plan(task) -> "complete" | "fail" | "nan" | "die" (the executor is killed during
-    the task's second epoch). before(task) runs before a task trains (to wait for something). epoch_s: seconds each
-    epoch takes. die_starting: how many executors, the first started, die before they are ready."""
+    the task's second epoch). before(task) runs before a task trains (to wait for something), during(task, epoch)
+    before each of its epochs (to pause it). epoch_s: seconds each epoch takes. die_starting: how many executors, the
+    first started, die before they are ready. Each outcome names its executor and why (`executor_reason`)."""
 
     plan: Callable[[TrialTask], str] = lambda task: "complete"
     before: Callable[[TrialTask], None] = lambda task: None
+    during: Callable[[TrialTask, int], None] = lambda task, epoch: None
     epoch_s: float = 0.0
     die_starting: int = 0
     started: list = field(default_factory=list)  # the slot of each executor started
@@ -113,18 +115,20 @@ class FakeExecutor:
         def outcome(state: str, reason: str | None = None) -> TrialOutcome | None:
             if unsent and not self._post(Epochs(tuple(unsent))):
                 return None
-            return TrialOutcome(task.number, state, COMPLEXITY, reason=reason, executor=task.executor)
+            return TrialOutcome(task.number, state, COMPLEXITY, reason=reason, executor=task.executor,
+                                executor_reason=f"fake: {task.executor} as asked")
 
         if plan == "fail":
             return outcome("FAIL", "ValueError: bad trial")
         for epoch in range(task.params["epochs"]):
+            self.script.during(task, epoch)
             time.sleep(self.script.epoch_s)
             if plan == "die" and epoch == 1:
                 self._die(-9)
                 return None
             if plan == "nan" and epoch == 2:
                 return outcome("FAIL", f"non-finite loss (nan) at epoch {epoch}")
-            unsent.append(EpochRecord(task.number, epoch, metrics_at(task, epoch)))
+            unsent.append(EpochRecord(task.number, epoch, metrics_at(task, epoch), ended_at=time.time()))
             if epoch in task.decide_at or self.script.epoch_s:
                 if not self._post(Epochs(tuple(unsent))):
                     return None

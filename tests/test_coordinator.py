@@ -1,5 +1,6 @@
-"""The coordinator on fake executors (`fakes.py`): budget, faults, retries, batching, pruning, timeouts and recycling,
-with the real stores (Optuna, MLflow and the results database on SQLite, the real tracking process), no TensorFlow."""
+"""The coordinator on fake executors (`fakes.py`): budget, faults, retries, batching, pruning, timeouts, recycling and
+live curves, with the real stores (Optuna, MLflow and the results database on SQLite, the real tracking process), no
+TensorFlow."""
 
 from __future__ import annotations
 
@@ -11,17 +12,26 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from click.testing import CliRunner
+
 from fitgap.data.datasets import load_dataset
 from fitgap.errors import RunError
+from fitgap.studies import coordinator
+from fitgap.studies.api import rerun, status
 from fitgap.studies.choice import fuse_group_key
+from fitgap.studies.cli import main
 from fitgap.studies.coordinator import Coordinator
 from fitgap.studies.options import RunOptions
 from fitgap.studies.slots import plan_slots
 from fitgap.studies.stores import Stores
 from fitgap.studies.study import StudyHandle
-from fitgap.studies.trials import trial_task
-from fitgap.sweeps.spec import parse_spec
+from fitgap.studies.trials import trial_seed, trial_task
+from fitgap.sweeps.space import suggest, trial_params
+from fitgap.sweeps.spec import SpecError, parse_spec
+from fitgap.tracking.mlflow_sink import MlflowSink
+from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 from fitgap.tracking.results import ResultsDB
+from fitgap.tracking.writer import TrackingWriter
 
 from fakes import Script, level, metrics_at
 
@@ -40,14 +50,15 @@ class Run:
     """One launch of `spec` on fake executors, and what it left in the three stores."""
 
     def __init__(self, workspace, spec, script: Script, options=RunOptions(), fuse: int = 1, slots: int = 1,
-                 on_trial=None):
+                 on_trial=None, on_epoch=None):
         self.spec, self.script = spec, script
         self.stores = Stores.resolve(workspace=workspace)
         data = load_dataset(spec.dataset.model_dump(), spec.base_dir)
         StudyHandle.check(spec, self.stores, data.content_hash)
         self.handle = StudyHandle.open(spec, self.stores, data.content_hash, save_models="none", plots="none")
         self.coordinator = Coordinator(self.handle, plan_slots("none", cpu_slots=slots), options, fuse,
-                                       on_trial and (lambda *args: on_trial(self, *args)), start_executor=script)
+                                       on_trial and (lambda *args: on_trial(self, *args)), start_executor=script,
+                                       on_epoch=on_epoch)
 
     def __call__(self) -> "Run":
         try:
@@ -73,6 +84,13 @@ class Run:
         experiment = client.get_experiment_by_name(self.spec.name)
         return {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
 
+    def history(self, number: int, metric: str = "val_accuracy") -> list:
+        """Trial `number`'s MLflow points of `metric`, by step."""
+        study = optuna.load_study(study_name=self.spec.name, storage=self.stores.storage)  # any thread may ask
+        run_id = study.get_trials(deepcopy=False)[number].user_attrs["fitgap.mlflow_run_id"]
+        points = MlflowClient(tracking_uri=self.stores.tracking_uri).get_metric_history(run_id, metric)
+        return sorted(points, key=lambda p: (p.step, p.timestamp))
+
     def check_consistent(self) -> None:
         """Nothing RUNNING; every finished trial has its MLflow run (in the matching status) and its results row."""
         status = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
@@ -85,6 +103,29 @@ class Run:
             assert rows[trial.number]["state"] == trial.state.name
             if trial.state == State.COMPLETE:
                 assert rows[trial.number]["value"] == pytest.approx(trial.value)
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {condition}")
+
+
+def live_writes(monkeypatch) -> list[tuple[float, LiveRecord]]:
+    """What the coordinator hands the tracking process as live writes, with when."""
+    sent = []
+    original = TrackingWriter.write_live
+
+    def write_live(writer, live):
+        sent.append((time.time(), live))
+        original(writer, live)
+
+    monkeypatch.setattr(TrackingWriter, "write_live", write_live)
+    return sent
 
 
 def by_state(trials) -> dict[str, int]:
@@ -245,3 +286,177 @@ def test_the_fake_curves_follow_the_learning_rate():
     spec = spec_of()
     low, high = (trial_task(spec, 0, {"learning_rate": lr, "epochs": 6}, 0, "keras") for lr in (0.01, 0.4))
     assert level(low) < level(high) and metrics_at(low, 5)["val_accuracy"] < metrics_at(high, 5)["val_accuracy"]
+
+
+# ---- live curves, a trial's own time ---------------------------------------------------------------------------
+
+
+def test_a_slow_trial_reaches_mlflow_and_the_results_database_while_it_trains_and_each_epoch_lands_once(workspace,
+                                                                                                       monkeypatch):
+    """The trial pauses at epochs 20 and 40; meanwhile both stores, `fitgap status` and `rerun` are read."""
+    monkeypatch.setattr(coordinator, "LIVE_EVERY_S", 0.0)  # at every bunch: each pause sees every epoch sent
+    pauses = {20: (threading.Event(), threading.Event()), 40: (threading.Event(), threading.Event())}
+
+    def during(task, epoch):
+        if epoch in pauses:
+            reached, go = pauses[epoch]
+            reached.set()
+            go.wait(120)
+
+    script = Script(epoch_s=0.02, during=during)
+    run = Run(workspace, spec_of(trials=1, epochs=60), script)
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        for epoch, (reached, go) in pauses.items():
+            assert reached.wait(60)
+            history = wait_for(lambda: len(points := run.history(0)) == epoch and points)
+            assert [p.step for p in history] == list(range(epoch))
+            stamps = [p.timestamp for p in history]
+            assert stamps == sorted(set(stamps))  # increasing and distinct: each point when its epoch ended
+            stored = run.epochs(0)
+            assert stamps == [int(e["ended_at"] * 1000) for e in stored] and len(stored) == epoch
+            row = run.rows()[0]
+            task = script.batches[0][0]
+            assert row["state"] == "RUNNING" and row["value"] is None
+            assert row["final_val_accuracy"] == pytest.approx(metrics_at(task, epoch - 1)["val_accuracy"])
+            [running] = status("fake", workspace=workspace).running
+            assert (running.number, running.epoch, running.epochs) == (0, epoch, 60)
+            assert running.gap == pytest.approx(row["final_gap"]) and running.running_s > 0
+            shown = CliRunner().invoke(main, ["status", "fake", "--workspace", str(workspace)])
+            assert shown.exit_code == 0 and "1 RUNNING" in shown.output, shown.output
+            assert f"trial 0  epoch {epoch}/60  val_accuracy={row['final_val_accuracy']:.4g}  gap=" in shown.output
+            with pytest.raises(SpecError, match="still running"):
+                rerun("fake", 0, workspace=workspace)
+            go.set()
+    finally:
+        for _, go in pauses.values():
+            go.set()
+        thread.join(120)
+    history = run.history(0)
+    assert [p.step for p in history] == list(range(60))  # each epoch once: the end logs what live writes did not
+    assert [p.timestamp for p in history] == [int(e["ended_at"] * 1000) for e in run.epochs(0)]
+    assert run.rows()[0]["state"] == "COMPLETE" and [e["epoch"] for e in run.epochs(0)] == list(range(60))
+    run.check_consistent()
+
+
+def test_a_running_trial_is_written_live_at_most_every_interval_and_each_epoch_once(workspace, monkeypatch):
+    monkeypatch.setattr(coordinator, "LIVE_EVERY_S", 0.25)
+    sent = live_writes(monkeypatch)
+    shown = []
+    run = Run(workspace, spec_of(trials=1, epochs=60), Script(epoch_s=0.02),
+              on_epoch=lambda *args: shown.append(args))()
+    assert len(sent) >= 2  # 60 epochs of 0.02 s at least
+    times = [at for at, _ in sent]
+    assert all(later - earlier >= 0.25 for earlier, later in zip(times, times[1:]))
+    epochs = [e.epoch for _, live in sent for e in live.epochs]
+    assert epochs == list(range(len(epochs))) and len(epochs) < 60  # the last ones come with the record
+    assert [p.step for p in run.history(0)] == list(range(60))
+    assert shown == [(0, e, 60) for e in range(60)]  # the display's hook: every epoch record received
+    run.check_consistent()
+
+
+def test_the_end_of_a_trial_logs_to_mlflow_only_the_points_its_live_writes_did_not(workspace):
+    """MLflow's SQL store would swallow an identical point logged twice: count what the sink sends instead."""
+    stores = Stores.resolve(workspace=workspace)
+    sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
+    run_id = sink.start_trial(sink.study_run("sink", {}, "name: sink\n"), 0, {}, {})
+    epochs = tuple(EpochRecord(0, e, {"loss": 1 / (e + 1)}, ended_at=1_700_000_000.0 + e) for e in range(5))
+    sent, log_batch = [], sink.client.log_batch
+    sink.client.log_batch = lambda run, metrics=(), **others: (sent.extend(metrics),
+                                                              log_batch(run, metrics=metrics, **others))
+    sink.log_live(LiveRecord("sink", 0, run_id, {}, epochs[:3], 1, "cpu", 0, 1_700_000_000.0, 0.5, "keras"))
+    sink.finish_trial(TrialRecord("sink", 0, "COMPLETE", {}, (0.2,), 4, epochs, {}, 1, "cpu", 0, 1_700_000_000.0,
+                                  1_700_000_005.0, mlflow_run_id=run_id, wait_s=0.5), plot=False)
+    assert [(m.step, m.timestamp) for m in sent if m.key == "loss"] == [(e, 1_700_000_000_000 + 1000 * e)
+                                                                         for e in range(5)]
+    assert {m.key: m.value for m in sent if m.key in ("duration_s", "wait_s")} == {"duration_s": 5.0, "wait_s": 0.5}
+
+
+def test_trials_shorter_than_the_live_interval_are_written_once_at_their_end(workspace, monkeypatch):
+    monkeypatch.setattr(coordinator, "LIVE_EVERY_S", 10.0)  # as shipped
+    sent = live_writes(monkeypatch)
+    run = Run(workspace, spec_of(trials=3), Script(epoch_s=0.01))()
+    assert sent == []
+    assert all([p.step for p in run.history(n)] == list(range(6)) for n in range(3))
+    run.check_consistent()
+
+
+def test_with_repeats_the_live_curve_is_the_mean_over_the_epochs_every_repeat_has_reached(workspace, monkeypatch):
+    monkeypatch.setattr(coordinator, "LIVE_EVERY_S", 0.0)
+    sent = live_writes(monkeypatch)
+    run = Run(workspace, spec_of(trials=1, epochs=20, repeats=2), Script(epoch_s=0.01), slots=2)()
+    tasks = sorted((t for batch in run.script.batches for t in batch), key=lambda t: t.repeat)
+    epochs = [e for _, live in sent for e in live.epochs]
+    assert epochs and [e.epoch for e in epochs] == list(range(len(epochs)))
+    for e in epochs:
+        mean = statistics.fmean(metrics_at(t, e.epoch)["val_accuracy"] for t in tasks)
+        assert e.metrics["val_accuracy"] == pytest.approx(mean)
+    assert [p.step for p in run.history(0)] == list(range(20))
+    run.check_consistent()
+
+
+def test_a_killed_executors_trial_keeps_the_epochs_it_sent_in_both_stores(workspace, monkeypatch):
+    monkeypatch.setattr(coordinator, "LIVE_EVERY_S", 0.0)
+    run = Run(workspace, spec_of(trials=2), Script(lambda task: "die" if task.number == 0 else "complete",
+                                                   epoch_s=0.01))()
+    row = run.rows()[0]
+    assert row["state"] == "FAIL" and row["reason"] == "executor died (exit code -9)"
+    assert [e["epoch"] for e in run.epochs(0)] == [0] and [p.step for p in run.history(0)] == [0]
+    assert row["final_val_accuracy"] is not None and row["executor"] == "keras"
+    run.check_consistent()
+
+
+def test_a_relaunch_fails_a_killed_coordinators_running_trials_keeping_the_epochs_they_wrote_live(workspace):
+    spec = spec_of(trials=2)
+    first = Run(workspace, spec, Script())
+    handle = first.handle
+    written, unwritten = handle.study.ask(), handle.study.ask()  # as a SIGKILLed coordinator leaves them: RUNNING
+    params = trial_params(spec, suggest(written, spec))
+    run_id = handle.start_trial_run(written, trial_seed(spec, 0), 1, params)
+    handle.start_trial_run(unwritten, trial_seed(spec, 1), 1, trial_params(spec, suggest(unwritten, spec)))
+    task = trial_task(spec, 0, params, 0, "keras")
+    epochs = tuple(EpochRecord(0, e, metrics_at(task, e), ended_at=1_700_000_000.0 + e) for e in range(3))
+    live = LiveRecord("fake", 0, run_id, params, epochs, trial_seed(spec, 0), "cpu", 0, time.time() - 5, 0.25, "keras")
+    handle.sink.log_live(live)  # what its tracking process had written
+    handle.results.write_running(live)
+    running = status("fake", workspace=workspace).running
+    assert [(r.number, r.epoch, r.epochs) for r in running] == [(0, 3, 6), (1, None, 6)]  # 1: what Optuna knows
+    assert running[0].value == pytest.approx(metrics_at(task, 2)["val_accuracy"]) and running[0].running_s >= 5
+    shown = CliRunner().invoke(main, ["status", "fake", "--workspace", str(workspace)]).output
+    assert "trial 0  epoch 3/6  val_accuracy=" in shown and "trial 1  epoch -/6  no epoch written yet" in shown
+    handle.close("KILLED")
+
+    run = Run(workspace, spec, Script())()
+    rows = run.rows()
+    assert rows[0]["state"] == "FAIL" and rows[0]["reason"] == "coordinator died"
+    assert [(e["epoch"], e["ended_at"]) for e in run.epochs(0)] == [(e, 1_700_000_000.0 + e) for e in range(3)]
+    assert rows[0]["final_val_accuracy"] == pytest.approx(metrics_at(task, 2)["val_accuracy"])
+    assert rows[0]["wait_s"] == 0.25 and rows[0]["device"] == "cpu"
+    assert [p.step for p in run.history(0)] == [0, 1, 2] and run.runs()[run_id].info.status == "FAILED"
+    assert rows[1]["state"] == "FAIL" and run.epochs(1) == []
+    assert by_state(run.trials) == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 2}  # both retried
+    run.check_consistent()
+
+
+def test_duration_is_the_trials_own_training_time_and_its_wait_for_a_slot_is_stored_apart(workspace):
+    stores = Stores.resolve(workspace=workspace)
+
+    def hold_the_slot(task):  # trial 0 trains on while trial 1, asked ahead, waits for the slot
+        if task.number == 0:
+            wait_for(lambda: [t.number for t in optuna.load_study(study_name="fake", storage=stores.storage).trials
+                              if "fitgap.mlflow_run_id" in t.user_attrs] == [0, 1])  # trial 1 asked, its run started
+            time.sleep(0.3)
+
+    run = Run(workspace, spec_of(trials=2), Script(before=hold_the_slot))()
+    rows, runs = run.rows(), run.runs()
+    assert rows[1]["wait_s"] >= 0.3 and rows[1]["started_at"] >= rows[0]["started_at"] + 0.3
+    assert rows[0]["duration_s"] >= 0.3
+    for trial in run.trials:
+        row, mlflow_run = rows[trial.number], runs[trial.user_attrs["fitgap.mlflow_run_id"]]
+        assert row["duration_s"] == pytest.approx(row["finished_at"] - row["started_at"])
+        assert mlflow_run.data.metrics["duration_s"] == pytest.approx(row["duration_s"])
+        assert mlflow_run.data.metrics["wait_s"] == pytest.approx(row["wait_s"])
+        assert row["executor_reason"] == mlflow_run.data.tags["fitgap.executor_reason"] == \
+            "executor: keras; fake: keras as asked"  # the choice, then what the executor says
+    run.check_consistent()

@@ -72,9 +72,9 @@ def study(workspace, tmp_path):
 
 
 def assert_sound(stores: Stores) -> None:
-    """What fitgap promises after any fault, once the launches have returned: no Optuna trial and no MLflow run left
-    RUNNING, every COMPLETE trial with its FINISHED MLflow run and its COMPLETE results row, and the three SQLite
-    databases passing their integrity check."""
+    """What fitgap promises after any fault, once the launches have returned: no Optuna trial, MLflow run or results
+    row left RUNNING, every COMPLETE trial with its FINISHED MLflow run and its COMPLETE results row, and the three
+    SQLite databases passing their integrity check."""
     import sqlite3
 
     if not (stores.workspace / "optuna.db").exists():
@@ -89,6 +89,7 @@ def assert_sound(stores: Stores) -> None:
         runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])} if experiment else {}
         assert all(r.info.status != "RUNNING" for r in runs.values()), name
         rows = {row["number"]: row for row in ResultsDB(stores.results_url).trials(name)}
+        assert not [n for n, row in rows.items() if row["state"] == "RUNNING"], name
         for trial in trials:
             if trial.state.name == "COMPLETE":
                 assert runs[trial.user_attrs["fitgap.mlflow_run_id"]].info.status == "FINISHED", (name, trial.number)
@@ -152,13 +153,19 @@ def test_killed_executor_fails_its_trial_which_is_retried_with_the_same_params(s
 
 
 def test_killed_coordinator_resumes_with_nothing_lost(study):
+    """Its running trial, written live (every second here), keeps the epochs it had written."""
     spec = study.spec(spec_text("kill-coordinator", epochs=600, trials=3))
-    launch = study.start(spec, env=BEAT)
-    wait_for(lambda: any(t.state.name == "COMPLETE" for t in study.trials("kill-coordinator"))
-             and running(study.trials("kill-coordinator")), timeout=120)
+    launch = study.start(spec, env=BEAT | {"FITGAP_LIVE_S": "1"})
+
+    def live_rows():
+        rows = study.results("kill-coordinator")
+        return [n for n, row in rows.items() if row["state"] == "RUNNING"]
+
+    [stranded] = wait_for(lambda: any(t.state.name == "COMPLETE" for t in study.trials("kill-coordinator"))
+                          and live_rows(), timeout=120)
     executors = executors_of(launch.pid)
     complete_before = {t.number: t.value for t in study.trials("kill-coordinator") if t.state.name == "COMPLETE"}
-    stranded = running(study.trials("kill-coordinator"))[0].number
+    written = ResultsDB(study.stores.results_url).epochs("kill-coordinator", stranded)
     os.kill(launch.pid, signal.SIGKILL)
     launch.wait()
     wait_for(lambda: not any(alive(p) for p in executors), timeout=15)  # no orphan keeps the cores busy
@@ -174,6 +181,8 @@ def test_killed_coordinator_resumes_with_nothing_lost(study):
     assert all(results[n]["state"] == "COMPLETE" and results[n]["final_val_accuracy"] is not None
                for n in complete_before)
     assert results[stranded]["state"] == "FAIL" and results[stranded]["reason"] == "coordinator died"
+    kept = ResultsDB(study.stores.results_url).epochs("kill-coordinator", stranded)
+    assert written and kept[:len(written)] == written  # and those written after the read above
     assert no_run_left_running(study, "kill-coordinator")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -163,8 +164,9 @@ def test_mlflow_has_a_parent_run_and_nested_trial_runs_with_curves(launched):
         assert run.data.metrics["macs"] == 2 * 4 + 4
         for metric in ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap",
                        "reg_loss", "lr"):
-            history = client.get_metric_history(run_id, metric)
-            assert sorted(m.step for m in history) == [0, 1, 2, 3], metric
+            history = sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+            assert [m.step for m in history] == [0, 1, 2, 3], metric
+            assert [m.timestamp for m in history] == sorted(m.timestamp for m in history)  # when each epoch ended
 
 
 def test_results_database_has_one_row_per_trial_with_its_epochs(launched):
@@ -180,7 +182,16 @@ def test_results_database_has_one_row_per_trial_with_its_epochs(launched):
         assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
         assert row["best_val_accuracy"] == max(e["val_accuracy"] for e in epochs) == trial.value
         assert all(e["reg_loss"] > 0 for e in epochs)  # measured apart from the data loss
+        ended = [e["ended_at"] for e in epochs]  # stamped by the trial core as each epoch ended
+        assert ended == sorted(ended) and row["started_at"] <= ended[0] <= ended[-1] <= row["finished_at"]
+        assert row["duration_s"] == pytest.approx(row["finished_at"] - row["started_at"]) and row["wait_s"] >= 0
         assert results.params("e2e", row["number"])["regularization_weight"] == 0.001
+        # auto's choice, and the executor's XLA measurement, made in this batch (which way it goes depends on
+        # the machine)
+        assert row["executor"] == "fused" and re.fullmatch(
+            r"auto: fused, up to \d+ per batch; (no XLA|XLA from its epoch 2) \(this trial measured: (no )?XLA: "
+            r"an epoch "
+            r"(took .* ms with, .* ms without|takes .* ms without)\)", row["executor_reason"]), row["executor_reason"]
 
 
 def test_resume_runs_to_the_new_budget_without_replaying_suggestions(launched):

@@ -2,10 +2,12 @@
 `RTOL` of the reference, from the same initial weights and batch order, one factor at a time against a base case.
 
 Each fused trial is one member of a batch of different trials (every variant of its dataset and optimizer at once).
+Every choice `auto` may make for an mlp is checked: compiled or fused, with XLA or without (`training.xla`).
 Measured on CPU float32 at lr <= 0.1 over 20 epochs: at most ~3e-6 apart (the order of float32 sums in a batched
 matmul), so 1e-4 leaves room without hiding a wrong formula, which shows as 1e-3 or more within an epoch or two.
 """
 
+import contextlib
 import io
 import math
 
@@ -17,12 +19,15 @@ tf = pytest.importorskip("tensorflow")
 
 from dataclasses import replace  # noqa: E402
 
+import fitgap.training.compiled as compiled_module  # noqa: E402
 from fitgap.training.compiled import train_batch as train_compiled  # noqa: E402
 from fitgap.data.datasets import load_dataset  # noqa: E402
 from fitgap.training.inputs import model_inputs  # noqa: E402
 import fitgap.training.fused as fused_module  # noqa: E402
 from fitgap.training.fused import train_batch as train_fused  # noqa: E402
-from fitgap.studies.choice import MAX_K, choose_k, executor_for, fuse_group_key, take_batch  # noqa: E402
+from fitgap.studies.choice import (  # noqa: E402
+    MAX_K, choose_executor, choose_k, fuse_group_key, take_batch,
+)
 from fitgap.training.reference import train_batch as train  # noqa: E402
 from fitgap.studies.messages import TrialTask  # noqa: E402
 
@@ -68,6 +73,10 @@ VARIANTS = {
 }
 
 
+def executor_for(params, requested="auto") -> str:
+    return choose_executor(params, requested)[0]
+
+
 def task_of(name: str) -> TrialTask:
     """The variant's trial: numbered (and seeded) by its place in VARIANTS."""
     number = list(VARIANTS).index(name)
@@ -95,20 +104,47 @@ def collect(trainer, tasks, data, stop=lambda record: False):
     return [outcomes[task.number] for task in tasks], records
 
 
+@contextlib.contextmanager
+def xla(mode: str):
+    """Graphs built under FITGAP_XLA=mode (the executors' caches hold graphs of the mode they were built in)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FITGAP_XLA", mode)
+        compiled_module._LOOPS.clear()
+        fused_module._GRAPHS.clear()
+        yield
+    compiled_module._LOOPS.clear()
+    fused_module._GRAPHS.clear()
+
+
+RUNNERS = [f"{executor}, xla {mode}" for executor in ("compiled", "fused") for mode in ("on", "off")]
+# Without XLA the graphs run TensorFlow's own kernels, the keras executor's: one variant of each kind of factor
+WITHOUT_XLA = ["base", "activation=leaky_relu", "loss=huber", "regularizer=l1_l2", "decay per step, staircase",
+               "narrower and glorot", *(f"optimizer={name}" for name in OPTIMIZERS),
+               "multiclass loss=softmax_cross_entropy", "regression loss=asymmetric"]
+
+
+def variants(runner: str) -> list[str]:
+    return WITHOUT_XLA if runner.endswith("off") else list(VARIANTS)
+
+
 @pytest.fixture(scope="module")
 def runs():
-    """Every variant under every executor: {executor: (outcomes by name, records by name)}."""
+    """Every variant under keras and under every choice auto may make for an mlp (compiled or fused, with XLA or
+    without): {runner: (outcomes by name, records by name)}."""
     names = list(VARIANTS)
     tasks = {name: task_of(name) for name in names}
-    results = {"keras": ({}, {}), "compiled": ({}, {}), "fused": ({}, {})}
-    for data_name, data in DATA.items():
-        mine = [name for name in names if VARIANTS[name][0] == data_name]
-        batch = [tasks[name] for name in mine]
-        for executor, trainer in (("keras", train), ("compiled", train_compiled), ("fused", train_fused)):
-            outcomes, records = collect(trainer, batch, data)  # fused: a batch per optimizer
-            for name, task, outcome in zip(mine, batch, outcomes):
-                results[executor][0][name] = outcome
-                results[executor][1][name] = records[task.number]
+    trainers = {"keras": train, "compiled": train_compiled, "fused": train_fused}
+    results = {runner: ({}, {}) for runner in ("keras", *RUNNERS)}
+    for runner in results:
+        executor, _, mode = runner.partition(", xla ")
+        with xla(mode or "off"):
+            for data_name, data in DATA.items():
+                mine = [name for name in variants(runner) if VARIANTS[name][0] == data_name]
+                batch = [tasks[name] for name in mine]
+                outcomes, records = collect(trainers[executor], batch, data)  # fused: a batch per optimizer
+                for name, task, outcome in zip(mine, batch, outcomes):
+                    results[runner][0][name] = outcome
+                    results[runner][1][name] = records[task.number]
     return results
 
 
@@ -116,19 +152,20 @@ def curves(records, metrics=("loss", "val_loss")) -> np.ndarray:
     return np.array([[r.metrics[m] for m in metrics] for r in records])
 
 
-@pytest.mark.parametrize("executor", ["compiled", "fused"])
-@pytest.mark.parametrize("name", list(VARIANTS))
-def test_each_factor_trains_as_the_keras_executor_does(runs, executor, name):
-    reference, outcome = runs["keras"][0][name], runs[executor][0][name]
+@pytest.mark.parametrize("runner, name", [(runner, name) for runner in RUNNERS for name in variants(runner)])
+def test_each_factor_trains_as_the_keras_executor_does(runs, runner, name):
+    reference, outcome = runs["keras"][0][name], runs[runner][0][name]
+    executor, mode = runner.split(", xla ")
     assert reference.state == "COMPLETE", reference.reason
     assert (outcome.state, outcome.reason, outcome.executor) == ("COMPLETE", None, executor), outcome.traceback
+    assert outcome.executor_reason == ("XLA: FITGAP_XLA=on" if mode == "on" else "no XLA: FITGAP_XLA=off")
     assert dict(outcome.complexity) == dict(reference.complexity)
     assert outcome.artifacts["complexity.csv"] == reference.artifacts["complexity.csv"]
     assert outcome.artifacts.keys() == reference.artifacts.keys()
     if "boundary.npz" in reference.artifacts:  # the decision boundary of the final weights
         probabilities = [np.load(io.BytesIO(o.artifacts["boundary.npz"]))["probability"] for o in (outcome, reference)]
         np.testing.assert_allclose(*probabilities, atol=1e-4)
-    expected, got = runs["keras"][1][name], runs[executor][1][name]
+    expected, got = runs["keras"][1][name], runs[runner][1][name]
     assert [r.epoch for r in got] == list(range(EPOCHS))
     assert [set(r.metrics) for r in got] == [set(r.metrics) for r in expected]
     np.testing.assert_allclose(curves(got), curves(expected), rtol=RTOL)
@@ -142,12 +179,13 @@ def test_each_factor_trains_as_the_keras_executor_does(runs, executor, name):
 
 @pytest.mark.parametrize("executor", ["compiled", "fused"])
 def test_the_same_seed_gives_the_same_results_twice(runs, executor):
-    names = ["base", "activation=sigmoid", "loss=mse", "regularizer=l2"]
+    names = [name for name in VARIANTS if VARIANTS[name][0] == "dot"]  # the same batches (fused), from new graphs
     tasks = [task_of(name) for name in names]
     trainer = train_compiled if executor == "compiled" else train_fused
-    _, again = collect(trainer, tasks, DOT)
+    with xla("on"):
+        _, again = collect(trainer, tasks, DOT)
     for name, task in zip(names, tasks):
-        first = [r.metrics for r in runs[executor][1][name]]
+        first = [r.metrics for r in runs[f"{executor}, xla on"][1][name]]
         assert [r.metrics for r in again[task.number]] == first
 
 
@@ -198,20 +236,30 @@ def test_failures_early_stopping_and_test_metrics_match_the_reference_inside_a_b
     np.testing.assert_allclose(curves(fused_records[3]), curves(keras_runs[3][1][3]), rtol=RTOL)
 
 
-@pytest.mark.parametrize("case", ["dropout", "cnn with batch norm"])
+CNN = {**BASE["blobs"], "model_kind": "cnn", "hidden": [5], "regularizer": "l2", "regularization_weight": 0.001,
+       "conv": [{"filters": 4, "kernel": 3, "padding": "same", "pool": "max"}, {"filters": 8, "kernel": 3}]}
+
+
+@pytest.mark.parametrize("case", ["dropout", "cnn with batch norm", "cnn, adam and l2"])
 def test_the_compiled_executor_also_trains_what_cannot_fuse_as_keras_does(case):
+    """Whatever the XLA setting: these graphs never run under XLA (`xla.EpochFunction`'s blocker)."""
     data = DATA["blobs"] if case == "dropout" else images()
     # Not Adam with batch norm: the conv bias before it gets a gradient of pure rounding noise, which Adam scales
     # into full steps, so any other summation order (another kernel choice) drifts ~1e-3 apart.
-    params = {**BASE["blobs"], "dropout": 0.3} if case == "dropout" else {
-        **BASE["blobs"], "model_kind": "cnn", "hidden": [5], "optimizer": "sgdm",
-        "conv": [{"filters": 4, "kernel": 3, "batch_norm": True, "pool": "max"}],
-        "regularizer": "l2", "regularization_weight": 0.001}
+    params = {
+        "dropout": {**BASE["blobs"], "dropout": 0.3},
+        "cnn with batch norm": {**CNN, "optimizer": "sgdm",
+                                "conv": [{"filters": 4, "kernel": 3, "batch_norm": True, "pool": "max"}]},
+        "cnn, adam and l2": {**CNN, "optimizer": "adam", "learning_rate": 0.01},
+    }[case]
     assert executor_for(params) == "compiled"
     task = TrialTask("parity", 0, params, seed=3, dataset={})
-    (outcome,), compiled = collect(train_compiled, [task], data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FITGAP_XLA", "on")
+        (outcome,), compiled = collect(train_compiled, [task], data)
     (reference,), expected = collect(train, [task], data)
     assert (outcome.state, outcome.executor) == ("COMPLETE", "compiled"), outcome.traceback
+    assert outcome.executor_reason.startswith("no XLA: ") and "layers" in outcome.executor_reason
     assert dict(outcome.complexity) == dict(reference.complexity)
     np.testing.assert_allclose(curves(compiled[0]), curves(expected[0]), rtol=RTOL)
 
@@ -268,6 +316,12 @@ def test_auto_picks_fused_then_compiled_then_keras():
     assert executor_for({"model_kind": "builder", "builder": "m:f"}) == "keras"
     assert executor_for(mlp, requested="compiled") == "compiled"
     assert executor_for(mlp, requested="keras") == "keras"
+    # auto fuses batches of two or more: one member alone trains as compiled does, a little slower
+    assert choose_executor(mlp, fuse=1) == ("compiled", "auto: compiled, not fused (one trial per batch fits in "
+                                                        "FITGAP_FUSE_MEMORY_MB)")
+    assert choose_executor(mlp, requested="fused", fuse=1)[0] == "fused"
+    assert choose_executor({**mlp, "dropout": 0.2})[1].endswith("(dropout: its masks come from Keras's per-layer "
+                                                               "seed generators)")
     with pytest.raises(ValueError, match="`executor` must be one of"):
         executor_for(mlp, requested="fast")
 

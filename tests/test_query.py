@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from fitgap.studies.cli import main
 from fitgap.tracking import readonly
-from fitgap.tracking.query import QueryError, export, known_studies, run_sql, trials_frame
-from fitgap.tracking.records import EpochRecord, TrialRecord
+from fitgap.tracking.query import QueryError, export, known_studies, query_text, run_sql, trials_frame
+from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 from fitgap.tracking.results import ResultsDB, redact, sqlite_path
 
 from conftest import snapshot
@@ -495,3 +495,21 @@ def test_fifty_levels_of_nesting_still_filter(sqlite_url):
     assert len(frame) == sum(t.params["regularizer"] == "l2" for t in TRIALS)
     with pytest.raises(QueryError, match="at most 50 levels"):
         trials_frame(sqlite_url, STUDY, where="not " + where)
+
+
+def test_a_running_trial_is_a_row_in_state_running_that_sorts_last_and_filters_out(tmp_path):
+    """`fitgap query` shows what is training (state RUNNING, no value yet); `state = 'COMPLETE'` leaves it out."""
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    with ResultsDB(url) as db:
+        for trial in make_trials("live", 3, seed=3):
+            db.write_trial(trial)
+        epoch = EpochRecord(3, 0, {"loss": 0.5, "val_loss": 0.6, "gap": 0.1, "val_accuracy": 0.99}, ended_at=1.0)
+        db.write_running(LiveRecord("live", 3, "run", {"learning_rate": 0.5, "regularizer": "l2"}, (epoch,), 3, "cpu",
+                                    0, 1_700_000_000.0, 1.0, "keras"))
+    frame = trials_frame(url, "live", order_by="-value")
+    finished = sorted(make_trials("live", 3, seed=3), key=lambda t: -t.values[0])
+    assert list(frame["number"]) == [t.number for t in finished] + [3]  # no value yet: last
+    assert frame.iloc[-1]["state"] == "RUNNING" and pd.isna(frame.iloc[-1]["value"])
+    assert frame.iloc[-1]["final_gap"] == 0.1 and pd.isna(frame.iloc[-1]["best_gap"])
+    assert list(trials_frame(url, "live", where="state = 'COMPLETE'")["number"]) == [0, 1, 2]
+    assert query_text(url, "live", where="state = 'RUNNING'", format="csv").splitlines()[1].startswith("live,3,RUNNING")

@@ -382,3 +382,17 @@ def test_a_multi_objective_study_reports_its_pareto_front_and_keeps_its_models(w
     runs = {r["number"]: r["mlflow_run_id"] for r in ResultsDB(stores.results_url).trials("multi")}
     client = MlflowClient(tracking_uri=stores.tracking_uri)
     assert all("learning_curves.png" in {a.path for a in client.list_artifacts(runs[n])} for n in front)
+
+
+def test_a_running_trial_is_counted_by_its_state_and_left_out_of_the_tables(tmp_path):
+    from fitgap.tracking.records import LiveRecord
+
+    with ResultsDB(f"sqlite:///{tmp_path / 'results.db'}") as db:
+        for record in (trial(0, gap=0.1), trial(1, gap=0.2)):
+            db.write_trial(record)
+        running = trial(2, "l2", 0.01, gap=0.05)  # its epochs so far, written live
+        db.write_running(LiveRecord("s", 2, "run", running.params, running.epochs[:3], 2, "cpu", 0, 0.0, 0.5,
+                                    "keras"))
+        text = to_markdown(build_report("s", db.trials("s"), lambda n: db.epochs("s", n), SPEC))
+    assert "Study **s**: 2 COMPLETE, 1 RUNNING." in text
+    assert "| none | — | 2 |" in text and "| l2 |" not in text  # only COMPLETE trials are compared

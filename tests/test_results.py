@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from fitgap.sweeps.vocabulary import EPOCH_METRICS
 from fitgap.tracking import results
-from fitgap.tracking.records import EpochRecord, TrialRecord
+from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 from fitgap.tracking.results import ResultsDB, ResultsError, redact
 
 # The server the PostgreSQL tests use (trust auth); they fail, not skip, when it is down.
@@ -65,6 +65,7 @@ def record(number=0, study="s", n_epochs=100, params=None, **changes) -> TrialRe
                 **{m: 1.0 / (i + 1) + k / 7 for k, m in enumerate(EPOCH_METRICS)},
                 "f1_score": 0.5,  # not a column: ignored
             },
+            ended_at=1_700_000_001.0 + i / 8,
         )
         for i in range(n_epochs)
     )
@@ -111,7 +112,8 @@ def test_round_trip_of_a_trial_with_100_epochs(db):
 
     stored = db.epochs("s", 3)
     assert [e["epoch"] for e in stored] == list(range(100))
-    assert stored == [{"epoch": e.epoch, **{m: e.metrics[m] for m in EPOCH_METRICS}} for e in rec.epochs]
+    assert stored == [{"epoch": e.epoch, **{m: e.metrics[m] for m in EPOCH_METRICS}, "ended_at": e.ended_at}
+                      for e in rec.epochs]
     assert db.params("s", 3) == rec.params
 
 
@@ -300,8 +302,9 @@ def test_a_regression_trial_leaves_the_classification_metrics_null(db):
     assert epoch["val_mae"] == 0.6 and epoch["accuracy"] is None
 
 
-def test_a_database_at_0001_is_migrated_keeping_its_trials(tmp_path):
-    """A results database created by fitgap's first schema, with a trial in it, opens at the latest revision."""
+def database_at(tmp_path, revision: str, columns: str, values: str, epoch_loss: float | None = None) -> str:
+    """The URL of a results database migrated only to `revision`, holding one trial ('old', 0, COMPLETE, then the
+    given columns and values) and, with `epoch_loss`, its epoch 0."""
     from alembic import command
     from alembic.config import Config
 
@@ -311,12 +314,19 @@ def test_a_database_at_0001_is_migrated_keeping_its_trials(tmp_path):
         cfg = Config()
         cfg.set_main_option("script_location", str(results.MIGRATIONS))
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-        conn.execute(sa.text("INSERT INTO trials (study, number, state, learning_rate, best_val_bce) "
-                             "VALUES ('old', 0, 'COMPLETE', 0.1, 0.3)"))
-        trial_id = conn.execute(sa.text("SELECT id FROM trials")).scalar()
-        conn.execute(sa.text(f"INSERT INTO epochs (trial_id, epoch, loss) VALUES ({trial_id}, 0, 0.7)"))
+        command.upgrade(cfg, revision)
+        conn.execute(sa.text(f"INSERT INTO trials (study, number, state, {columns}) VALUES ('old', 0, 'COMPLETE', "
+                             f"{values})"))
+        if epoch_loss is not None:
+            trial_id = conn.execute(sa.text("SELECT id FROM trials")).scalar()
+            conn.execute(sa.text(f"INSERT INTO epochs (trial_id, epoch, loss) VALUES ({trial_id}, 0, {epoch_loss})"))
     engine.dispose()
+    return url
+
+
+def test_a_database_at_0001_is_migrated_keeping_its_trials(tmp_path):
+    """A results database created by fitgap's first schema, with a trial in it, opens at the latest revision."""
+    url = database_at(tmp_path, "0001", "learning_rate, best_val_bce", "0.1, 0.3", 0.7)
 
     with ResultsDB(url, create=True) as db:
         [row] = db.trials("old")
@@ -331,19 +341,7 @@ def test_a_database_at_0001_is_migrated_keeping_its_trials(tmp_path):
 
 def test_a_database_at_0002_is_migrated_to_the_diagnosis_columns(tmp_path):
     """0003 adds the diagnosis and executor columns; a trial written before keeps its values and reads NULL there."""
-    from alembic import command
-    from alembic.config import Config
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(results.MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-        conn.execute(sa.text("INSERT INTO trials (study, number, state, best_gap, repeats) "
-                             "VALUES ('old', 0, 'COMPLETE', 0.125, 2)"))
-    engine.dispose()
+    url = database_at(tmp_path, "0002", "best_gap, repeats", "0.125, 2")
 
     with ResultsDB(url) as db:
         [row] = db.trials("old")
@@ -370,3 +368,59 @@ def test_each_trial_is_stored_with_its_diagnosis_and_executor(db):
     assert "accuracy_gap" in overfit["verdict_reason"]
     assert failed["verdict"] is None and failed["overfit_epoch"] is None and failed["verdict_reason"] is None
     assert failed["executor"] == "keras"
+
+
+def live(number=0, study="s", epochs=range(3), **changes) -> LiveRecord:
+    """A running trial's live write of `epochs` (the record()'s curve)."""
+    fields = dict(study=study, number=number, mlflow_run_id="abc123",
+                  params={"learning_rate": 0.05, "hidden": [11, 4], "epochs": 100},
+                  epochs=tuple(record(number, study).epochs[e] for e in epochs), seed=7, device="cpu", slot=1,
+                  started_at=1_700_000_000.25, wait_s=0.5, executor="fused")
+    return LiveRecord(**{**fields, **changes})
+
+
+def test_a_running_trial_is_a_running_row_with_its_epochs_so_far_until_its_record_replaces_it(db, raw):
+    db.write_running(live(epochs=range(3)))
+    db.write_running(live(epochs=range(3, 5)))
+    db.write_running(live(epochs=range(4, 6)))  # an epoch written again replaces the earlier
+
+    [row] = db.trials("s")
+    last = record().epochs[5]
+    assert (row["state"], row["learning_rate"], row["hidden"], row["epochs"]) == ("RUNNING", 0.05, "[11, 4]", 100)
+    assert (row["seed"], row["started_at"], row["wait_s"], row["executor"]) == (7, 1_700_000_000.25, 0.5, "fused")
+    assert all(row[f"final_{m}"] == last.metrics[m] for m in EPOCH_METRICS)  # the latest epoch's
+    assert row["value"] is None and row["best_epoch"] is None and row["best_loss"] is None
+    assert row["verdict"] is None and row["finished_at"] is None and row["duration_s"] is None
+    assert [(e["epoch"], e["ended_at"]) for e in db.epochs("s", 0)] == [(e, 1_700_000_001.0 + e / 8) for e in range(6)]
+    assert db.params("s", 0) == live().params
+    [running] = db.running("s")
+    assert running["number"] == 0 and running["last_epoch"] == 5
+
+    db.write_trial(record(n_epochs=10))
+    db.write_running(live(epochs=range(10, 12)))  # a live write that comes after the end changes nothing
+    assert [r["state"] for r in db.trials("s")] == ["COMPLETE"] and db.running("s") == []
+    assert [e["epoch"] for e in db.epochs("s", 0)] == list(range(10))  # each epoch once
+    assert count(raw, "epochs") == 10 and count(raw, "trial_params") == len(record().params)
+
+
+def test_wait_and_executor_reason_are_stored(db):
+    db.write_trial(record(wait_s=2.5, executor_reason="fused: 64 members of one family"))
+    db.write_trial(record(number=1))
+
+    first, second = db.trials("s")
+    assert (first["wait_s"], first["executor_reason"]) == (2.5, "fused: 64 members of one family")
+    assert first["duration_s"] == 12.5  # finished_at - started_at: the wait apart
+    assert second["wait_s"] is None and second["executor_reason"] is None
+
+
+def test_a_database_at_0003_is_migrated_to_the_live_columns(tmp_path):
+    """0004 adds when each epoch ended, a trial's wait and its executor's reason; older rows read NULL there."""
+    url = database_at(tmp_path, "0003", "duration_s, verdict", "7.5, 'overfit'", 0.7)
+
+    with ResultsDB(url) as db:
+        [row] = db.trials("old")
+        assert (row["duration_s"], row["verdict"], row["wait_s"], row["executor_reason"]) == (7.5, "overfit", None,
+                                                                                                None)
+        assert db.epochs("old", 0) == [{**dict.fromkeys(EPOCH_METRICS), "epoch": 0, "loss": 0.7, "ended_at": None}]
+        db.write_running(live(study="new"))
+        assert db.running("new")[0]["last_epoch"] == 2

@@ -2,7 +2,9 @@
 run per trial. Never imports studies, training or TensorFlow.
 
 Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), and a trial's curves
-are written in a few `log_batch` calls when it ends, not one call per point: each call is a round trip to the store.
+are written in a few `log_batch` calls, not one call per point: each call is a round trip to the store. A running
+trial's new points come as they are flushed (`log_live`), the rest when it ends (`finish_trial`); each point once,
+stamped with the time its epoch ended.
 
 A trial's diagnosis (`tracking.diagnosis`) becomes `fitgap.*` tags. Its plots (learning curves, and the decision
 boundary when the executor sent `boundary.npz`) are rendered by a plotting process, which logs them itself
@@ -25,7 +27,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from fitgap.channel import Child
 from fitgap.errors import UsageError
 from fitgap.tracking.diagnosis import Diagnosis, diagnose
-from fitgap.tracking.records import TrialRecord
+from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)  # store creation logs its migrations at INFO
@@ -54,6 +56,7 @@ class MlflowSink:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.artifact_root = artifact_root  # local stores only: else MLflow writes artifacts under the cwd
         self._plotter: _Plotter | None = None  # started by the first trial that has something to plot
+        self._logged_live: dict[str, int] = {}  # run id -> epochs of its curve logged by `log_live`
 
     def experiment(self, study: str, create: bool = True) -> str | None:
         """The study's experiment id (created, tagged for model training, when missing and `create`)."""
@@ -99,16 +102,25 @@ class MlflowSink:
         }
         return self.client.create_run(study.experiment_id, run_name=run_name(number, searched), tags=tags).info.run_id
 
+    def log_live(self, live: LiveRecord) -> None:
+        """A running trial's new epoch points (`finish_trial` logs only those after them)."""
+        self._log_metrics(live.mlflow_run_id, _points(live.epochs, int(time.time() * 1000)))
+        self._logged_live[live.mlflow_run_id] = live.epochs[-1].epoch + 1
+
     def finish_trial(self, record: TrialRecord, plot: bool = True, diagnosis: Diagnosis | None = None) -> None:
-        """Params, complexity, every epoch's metrics, tags and artifacts, then the final status; the plots, rendered
-        in the background, if `plot` (see `studies.study.StudyHandle.wants_plots`). `diagnosis`: the record's, when
-        the caller has it (the tracking process gives the results database the same one); else computed here."""
+        """Params, complexity, every epoch's metrics not logged live, tags and artifacts, then the final status; the
+        plots, rendered in the background, if `plot` (see `studies.study.StudyHandle.wants_plots`). `diagnosis`: the
+        record's, when the caller has it (the tracking process gives the results database the same one); else
+        computed here."""
         run_id = record.mlflow_run_id
         now = int(time.time() * 1000)
         params = [Param(k, _text(v)) for k, v in record.params.items()]
         params += [Param(k, str(v)) for k, v in record.complexity.items()]
         metrics = [Metric(k, float(v), now, 0) for k, v in record.complexity.items()]  # also metrics, to sort by
-        metrics += [Metric(k, v, now, e.epoch) for e in record.epochs for k, v in e.metrics.items()]
+        logged = self._logged_live.pop(run_id, 0)
+        metrics += _points([e for e in record.epochs if e.epoch >= logged], now)
+        metrics += [Metric(k, v, now, 0) for k, v in (("duration_s", record.duration_s), ("wait_s", record.wait_s))
+                    if v is not None]
         # What the results database calls them: each metric at the best epoch (the objective's) and at the last
         if record.best_epoch is not None:
             metrics += [Metric(f"best_{k}", v, now, record.best_epoch) for k, v in record.best.items()]
@@ -116,6 +128,8 @@ class MlflowSink:
             metrics += [Metric(f"final_{k}", v, now, record.epochs[-1].epoch) for k, v in record.final.items()]
         tags = {"fitgap.state": record.state, "fitgap.device": record.device, "fitgap.slot": record.slot,
                 "fitgap.executor": record.executor}
+        if record.executor_reason:
+            tags["fitgap.executor_reason"] = record.executor_reason[:5000]
         if record.best_epoch is not None:
             tags["fitgap.best_epoch"] = record.best_epoch
         if record.reason:
@@ -130,8 +144,7 @@ class MlflowSink:
                 "skipped: trials ended faster than plots" if plot else "not rendered (--plots)"
         for i in range(0, len(params), _MAX_PARAMS):
             self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS])
-        for i in range(0, len(metrics), _MAX_METRICS):
-            self.client.log_batch(run_id, metrics=metrics[i : i + _MAX_METRICS])
+        self._log_metrics(run_id, metrics)
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in list(tags.items())[:_MAX_TAGS]])
         self.log_files(run_id, record.artifacts)
         self.client.set_terminated(run_id, _STATUS[record.state], end_time=int(record.finished_at * 1000))
@@ -139,6 +152,10 @@ class MlflowSink:
             if self._plotter is None:
                 self._plotter = _Plotter(self.client.tracking_uri)
             self._plotter.submit(self.client.get_run(run_id).info.artifact_uri, record, diagnosis.overfit_epoch)
+
+    def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
+        for i in range(0, len(metrics), _MAX_METRICS):
+            self.client.log_batch(run_id, metrics=metrics[i : i + _MAX_METRICS])
 
     def log_files(self, run_id: str, files: Mapping[str, bytes], artifact_path: str | None = None) -> None:
         """Artifacts given as bytes (text or binary), in one call."""
@@ -216,6 +233,15 @@ def run_name(number: int, searched: Mapping[str, Any]) -> str:
 
 def _text(value: Any) -> str:
     return str(value)[:6000]
+
+
+def _points(epochs: list[EpochRecord] | tuple[EpochRecord, ...], now: int) -> list[Metric]:
+    """Every metric of every epoch, at step = the epoch, stamped (ms) when the epoch ended (else `now`)."""
+    points = []
+    for e in epochs:
+        stamp = now if e.ended_at is None else int(e.ended_at * 1000)
+        points += [Metric(k, v, stamp, e.epoch) for k, v in e.metrics.items()]
+    return points
 
 
 class _Plotter:

@@ -1,8 +1,9 @@
 """Tracking side: the records that cross package borders — plain frozen dataclasses, nothing else. Never imports
 studies, training or TensorFlow.
 
-Executors produce them, the coordinator completes them, and tracking stores them. They hold only builtins, so they
-pickle across processes and rebuild anything (a model, a plot) from data alone.
+Executors produce them (`EpochRecord`), the coordinator completes them (`TrialRecord` for a finished trial,
+`LiveRecord` for a running one's new epochs) and tracking stores them. They hold only builtins, so they pickle
+across processes and rebuild anything (a model, a plot) from data alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class EpochRecord:
     trial: int  # the Optuna trial number
     epoch: int  # counted from 0
     metrics: Mapping[str, float]
+    ended_at: float | None = None  # unix seconds: MLflow stamps the epoch's points with it
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,8 @@ class TrialRecord:
     seed: int
     device: str
     slot: int
-    started_at: float  # unix seconds
-    finished_at: float
+    started_at: float  # unix seconds: when its (first) training was dispatched to a slot
+    finished_at: float  # when its (last) outcome came
     reason: str | None = None  # why a trial failed or was pruned
     mlflow_run_id: str | None = None
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, e.g. a traceback
@@ -46,6 +48,8 @@ class TrialRecord:
     value_std: float | None = None  # spread of the first objective over the repeats
     test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
     executor: str = "keras"  # which training ran: keras, compiled or fused
+    executor_reason: str | None = None  # why that executor (and XLA mode) ran, as the executor says
+    wait_s: float | None = None  # from Optuna's ask to started_at: its wait for a slot
 
     def __repr__(self) -> str:
         """Compact, for a notebook: the epochs counted and the artifacts named, not their bytes."""
@@ -56,6 +60,7 @@ class TrialRecord:
 
     @property
     def duration_s(self) -> float:
+        """The trial's own training time, its wait for a slot apart (`wait_s`)."""
         return self.finished_at - self.started_at
 
     @property
@@ -67,3 +72,22 @@ class TrialRecord:
         if self.best_epoch is None:
             return {}
         return next(e.metrics for e in self.epochs if e.epoch == self.best_epoch)
+
+
+@dataclass(frozen=True)
+class LiveRecord:
+    """A running trial's epochs since its last live write (`studies.coordinator.LIVE_EVERY_S`): MLflow gets these
+    points, the results database a RUNNING row with every epoch so far. `TrialRecord` replaces it when it ends."""
+
+    study: str
+    number: int
+    mlflow_run_id: str
+    params: Mapping[str, Any]
+    epochs: tuple[EpochRecord, ...]  # the new ones, in epoch order, following those written before
+    seed: int
+    device: str
+    slot: int
+    started_at: float  # as TrialRecord's
+    wait_s: float
+    executor: str
+    repeats: int = 1  # with several, `epochs` are the mean curves over the epochs every repeat has reached

@@ -1,5 +1,5 @@
-"""Tracking side: the results database, one row per finished trial, its params and its per-epoch metrics, easy to
-query with SQL. Never imports studies, training or TensorFlow.
+"""Tracking side: the results database, one row per trial, its params and its per-epoch metrics, easy to query with
+SQL. Never imports studies, training or TensorFlow.
 
 The schema lives here as SQLAlchemy Core tables, its names taken from `sweeps.vocabulary` (every hyperparameter and
 metric has a column); changes to it are Alembic migrations in ``tracking/migrations`` (run by :class:`ResultsDB`,
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -36,10 +36,12 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -47,11 +49,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from fitgap.errors import UsageError
 from fitgap.sweeps.vocabulary import COMPLEXITY_METRICS, EPOCH_METRICS, HYPERPARAMETERS, TEST_METRICS
 from fitgap.tracking.diagnosis import Diagnosis, diagnose
-from fitgap.tracking.records import FINISHED_STATES, TrialRecord
+from fitgap.tracking.records import FINISHED_STATES, EpochRecord, LiveRecord, TrialRecord
 
 # The latest migration in tracking/migrations/versions. Comparing it with the version table is a single query,
 # far cheaper than loading Alembic just to learn that there is nothing to do (a test pins it to Alembic's head).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 # Optuna and MLflow each keep an `alembic_version` table: ours must not be confused with theirs.
 VERSION_TABLE = "fitgap_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -84,9 +86,9 @@ trials = Table(
     Column("seed", Integer),
     Column("device", Text),
     Column("slot", Integer),
-    Column("started_at", Float),
+    Column("started_at", Float),  # when its (first) training was dispatched to a slot
     Column("finished_at", Float),
-    Column("duration_s", Float),
+    Column("duration_s", Float),  # its own training time: finished_at - started_at
     Column("mlflow_run_id", Text),
     Column("executor", Text),  # keras, compiled or fused
     # The diagnosis (tracking/diagnosis.py) of the trial's epochs.
@@ -96,6 +98,8 @@ trials = Table(
     Column("fit_measure", Text),  # accuracy_gap or relative_mse_gap: loss-independent
     Column("best_fit_gap", Float),
     Column("final_fit_gap", Float),
+    Column("wait_s", Float),  # from Optuna's ask to started_at: its wait for a slot
+    Column("executor_reason", Text),  # why that executor (and XLA mode) ran
     UniqueConstraint("study", "number", name="uq_trials_study_number"),
     Index("ix_trials_study_state", "study", "state"),
     Index("ix_trials_study_value", "study", "value"),
@@ -120,6 +124,7 @@ epochs = Table(
     Column("trial_id", Integer, ForeignKey("trials.id", ondelete="CASCADE", name="fk_epochs_trial_id")),
     Column("epoch", Integer),
     *(Column(m, Float) for m in EPOCH_METRICS),
+    Column("ended_at", Float),  # unix seconds
     PrimaryKeyConstraint("trial_id", "epoch", name="pk_epochs"),
 )
 
@@ -182,6 +187,9 @@ class ResultsDB:
       is a :class:`ResultsError`). Any failure to open is a :class:`ResultsError` naming the redacted URL.
     - ``write_trial`` stores a finished trial in one transaction and replaces a trial with the same
       ``(study, number)`` (and its params and epochs), so writing a record twice is harmless.
+    - ``write_running`` stores a running trial's epochs as they come (a ``LiveRecord``): a row in state RUNNING with
+      its params and ``final_<m>`` = the latest epoch's (value, ``best_<m>`` and the diagnosis stay NULL until it
+      ends), its epochs appended; ``running`` reads them back. It never touches a finished trial's row.
     - Times (``started_at``, ``finished_at``) are float unix seconds, as in :class:`TrialRecord`: exact and
       the same on every backend. A NaN metric (a diverged training) is stored as NULL, as SQLite has no NaN.
     - Params with a column of their own (:data:`PARAM_COLUMNS`) are in ``trials``, NULL when the trial did not
@@ -250,7 +258,7 @@ class ResultsDB:
             "reason": record.reason,
             "value": _num(record.values[0]) if record.values else None,
             "values_json": None if record.values is None else json.dumps(list(record.values)),
-            **{name: params.get(name) for name in PARAM_COLUMNS},
+            **_param_columns(params),
             **{name: record.complexity.get(name) for name in COMPLEXITY_METRICS},
             "best_epoch": record.best_epoch,
             **{f"best_{m}": _num(best.get(m)) for m in EPOCH_METRICS},
@@ -264,8 +272,10 @@ class ResultsDB:
             "started_at": record.started_at,
             "finished_at": record.finished_at,
             "duration_s": record.duration_s,
+            "wait_s": record.wait_s,
             "mlflow_run_id": record.mlflow_run_id,
             "executor": record.executor,
+            "executor_reason": record.executor_reason,
             "verdict": diagnosis.verdict,
             "verdict_reason": diagnosis.reason if diagnosis.verdict else None,
             "overfit_epoch": diagnosis.overfit_epoch,
@@ -273,25 +283,41 @@ class ResultsDB:
             "best_fit_gap": _num(diagnosis.fit_gap_at_best),
             "final_fit_gap": _num(diagnosis.fit_gap_at_final),
         }
-        if row["hidden"] is not None:
-            row["hidden"] = json.dumps(list(row["hidden"]))
         with self._engine.begin() as conn:
             # Replacing = delete (its params and epochs go by cascade) and insert, in the same transaction.
             conn.execute(delete(trials).where(trials.c.study == record.study, trials.c.number == record.number))
             trial_id = conn.execute(insert(trials), row).inserted_primary_key[0]
-            param_rows = [
-                {"trial_id": trial_id, "name": name, "value": json.dumps(value), "value_num": _param_num(value)}
-                for name, value in params.items()
-            ]
-            epoch_rows = [
-                {"trial_id": trial_id, "epoch": e.epoch, **{m: _num(e.metrics.get(m)) for m in EPOCH_METRICS}}
-                for e in record.epochs
-            ]
-            # An empty list would insert one row of defaults: skip instead.
-            if param_rows:
-                conn.execute(insert(trial_params), param_rows)
-            if epoch_rows:
-                conn.execute(insert(epochs), epoch_rows)
+            _insert_children(conn, trial_id, params, record.epochs)
+
+    def write_running(self, live: LiveRecord) -> None:
+        """A running trial's RUNNING row, created with its first live epochs; later ones are appended (an epoch
+        written again replaces the earlier) and move `final_<m>` to the latest. A finished row is left alone."""
+        final = {f"final_{m}": _num(live.epochs[-1].metrics.get(m)) for m in EPOCH_METRICS}
+        with self._engine.begin() as conn:
+            found = conn.execute(select(trials.c.id, trials.c.state).where(
+                trials.c.study == live.study, trials.c.number == live.number)).first()
+            if found is None:
+                row = {"study": live.study, "number": live.number, "state": "RUNNING", **_param_columns(live.params),
+                       **final, "repeats": live.repeats, "seed": live.seed, "device": live.device, "slot": live.slot,
+                       "started_at": live.started_at, "wait_s": live.wait_s, "mlflow_run_id": live.mlflow_run_id,
+                       "executor": live.executor}
+                trial_id = conn.execute(insert(trials), row).inserted_primary_key[0]
+                _insert_children(conn, trial_id, live.params, live.epochs)
+                return
+            trial_id, state = found
+            if state != "RUNNING":
+                return  # it ended (or a stale-trial check failed it) before this write came
+            conn.execute(update(trials).where(trials.c.id == trial_id).values(final))
+            conn.execute(delete(epochs).where(epochs.c.trial_id == trial_id, epochs.c.epoch >= live.epochs[0].epoch))
+            _insert_children(conn, trial_id, {}, live.epochs)
+
+    def running(self, study: str) -> list[dict]:
+        """The study's RUNNING rows (trials written live), each with `last_epoch`, the latest epoch written."""
+        last = select(func.max(epochs.c.epoch)).where(epochs.c.trial_id == trials.c.id).scalar_subquery()
+        query = (select(trials, last.label("last_epoch")).where(trials.c.study == study, trials.c.state == "RUNNING")
+                 .order_by(trials.c.number))
+        with self._engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def trials(self, study: str) -> list[dict]:
         query = select(trials).where(trials.c.study == study).order_by(trials.c.number)
@@ -299,7 +325,7 @@ class ResultsDB:
             return [dict(row) for row in conn.execute(query).mappings()]
 
     def epochs(self, study: str, number: int) -> list[dict]:
-        """The epochs of one trial (``epoch`` and the metrics; empty for an unknown trial)."""
+        """The epochs of one trial (``epoch``, the metrics and ``ended_at``; empty for an unknown trial)."""
         query = (
             select(*(c for c in epochs.c if c.name != "trial_id"))
             .join_from(epochs, trials)
@@ -363,6 +389,27 @@ def _migrate(conn: Connection) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
+
+
+def _param_columns(params: Mapping[str, Any]) -> dict[str, Any]:
+    columns = {name: params.get(name) for name in PARAM_COLUMNS}
+    if columns["hidden"] is not None:
+        columns["hidden"] = json.dumps(list(columns["hidden"]))
+    return columns
+
+
+def _insert_children(conn: Connection, trial_id: int, params: Mapping[str, Any],
+                     records: Sequence[EpochRecord]) -> None:
+    """A trial's `trial_params` and `epochs` rows."""
+    param_rows = [{"trial_id": trial_id, "name": name, "value": json.dumps(value), "value_num": _param_num(value)}
+                  for name, value in params.items()]
+    epoch_rows = [{"trial_id": trial_id, "epoch": e.epoch, **{m: _num(e.metrics.get(m)) for m in EPOCH_METRICS},
+                   "ended_at": e.ended_at} for e in records]
+    # An empty list would insert one row of defaults: skip instead.
+    if param_rows:
+        conn.execute(insert(trial_params), param_rows)
+    if epoch_rows:
+        conn.execute(insert(epochs), epoch_rows)
 
 
 def _num(value: float | None) -> float | None:

@@ -1,5 +1,6 @@
-"""Tracking side: the tracking process (`fitgap.tracking.writer`), which writes finished trials to MLflow and the
-results database while the coordinator goes on asking, dispatching and telling.
+"""Tracking side: the tracking process (`fitgap.tracking.writer`), which writes trials to MLflow and the results
+database while the coordinator goes on asking, dispatching and telling: running trials' new epochs as they come,
+finished trials whole.
 
 A trial's MLflow writes (a `log_batch` of its epoch points through MLflow's ORM store) cost more CPU than all the rest
 the coordinator does for it (`bench/overhead.py`). In a process of their own they overlap with the coordinator's
@@ -7,10 +8,11 @@ work on a second core instead of adding to it. The coordinator tells Optuna only
 written, so a trial COMPLETE in Optuna always has its MLflow run and results row, whichever process dies.
 
 Messages (`fitgap.channel`): in, the stores (tracking URI, artifact root, results URL: on the pipe, not the command
-line, since a URL may hold a password), then (`TrialRecord`, whether to plot it) pairs; out, a `Written` per record.
-End of input: the pending plots are rendered, then the process exits; so it does after the first record it could
-not write (the coordinator stops the launch on it). Its stderr, and its plotter's, go to the workspace's
-`logs/tracking.log`.
+line, since a URL may hold a password), then (`TrialRecord`, whether to plot it) pairs and `LiveRecord`s (a running
+trial's new points for MLflow, its RUNNING results row); out, a `Written` per `TrialRecord`, and one with the
+error for a `LiveRecord` it could not write. End of input: the pending plots are rendered, then the process exits;
+so it does after the first write that failed (the coordinator stops the launch on it). Its stderr, and its plotter's,
+go to the workspace's `logs/tracking.log`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from fitgap.channel import Child, child_ends, receive, send
 from fitgap.errors import one_line, scrub
 from fitgap.tracking.mlflow_sink import MlflowSink
-from fitgap.tracking.records import TrialRecord
+from fitgap.tracking.records import LiveRecord, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class TrackingWriter:
     def write(self, record: TrialRecord, plot: bool) -> None:
         self.child.send((record, plot))
 
+    def write_live(self, live: LiveRecord) -> None:
+        """A running trial's new epochs: no answer unless the write fails."""
+        self.child.send(live)
+
     def close(self, timeout: float | None = 300) -> None:
         """End the process once it has written what it got (and rendered the pending plots)."""
         self.child.close_input()
@@ -76,15 +82,19 @@ def main() -> None:
     tracking_uri, artifact_root, results_url = receive(inbox)
     sink, results = MlflowSink(tracking_uri, artifact_root), ResultsDB(results_url)
     while (message := receive(inbox)) is not None:
-        record, plot = message
         try:
+            if isinstance(message, LiveRecord):
+                sink.log_live(message)
+                results.write_running(message)
+                continue
+            record, plot = message
             diagnosis = diagnose(record.epochs, record.best_epoch)  # once: MLflow's tags and the results row agree
-            sink.finish_trial(record, plot, diagnosis)
-            results.write_trial(record, diagnosis)
+            sink.finish_trial(record, plot, diagnosis)  # the points not logged live
+            results.write_trial(record, diagnosis)  # replaces the RUNNING row, if any
             answer = Written(record.number, attributes=diagnosis.attributes())
         except Exception as e:  # the coordinator stops the launch with this message: the traceback is for the log
             print(scrub(traceback.format_exc()), file=sys.stderr)
-            answer = Written(record.number, one_line(e))
+            answer = Written(message.number if isinstance(message, LiveRecord) else message[0].number, one_line(e))
         try:
             send(answers, answer)
         except BrokenPipeError:

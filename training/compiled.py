@@ -11,17 +11,18 @@ and its measurement are one call into a graph, and that graph serves every later
 loss and optimizer, because everything else (weights, rates, batch order, regularization and optimizer
 hyperparameters) is passed in as tensors.
 
-XLA (`jit_compile`) pays because a graph is reused: the first trial of an architecture compiles, the others only
-call (`bench/throughput.py`). Not with dropout or batch normalization (`_unlike_under_xla`).
+Whether the epoch graph runs under XLA is measured by its first trial (`fitgap.training.xla`); never for dropout,
+batch normalization or convolutions (`_xla_blocker`).
 
 Parity (`tests/test_parity.py`): within rounding with XLA, bit for bit without. One known exception: Adam, RMSprop or
 Adagrad on a batch-normalized cnn. The conv bias before a batch norm has a gradient of pure rounding noise, which
-these optimizers scale into full-size steps, so any other summation order (XLA's, or another kernel choice of
-TensorFlow's) drifts apart after a few epochs; the keras executor itself is not reproducible across devices there.
+these optimizers scale into full-size steps, so any other summation order (another kernel choice of TensorFlow's)
+drifts apart after a few epochs; the keras executor itself is not reproducible across devices there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -40,9 +41,9 @@ from fitgap.training.optimizers import (
 )
 from fitgap.training.parts import param
 from fitgap.training.steps import batch_order, step_table
+from fitgap.training.xla import EpochFunction
 
 EXECUTOR = "compiled"
-JIT = True  # XLA for the epoch function: faster once a graph is reused (bench/throughput.py); see _unlike_under_xla
 REGULARIZED = (keras.layers.Dense, keras.layers.Conv2D)
 IRRELEVANT = ("kernel_initializer", "bias_initializer", "kernel_regularizer", "seed")  # to a graph, as layer names
 _LOOPS: dict[str, "_Loop"] = {}  # by `_loop_key`: graphs shared across trials
@@ -64,6 +65,7 @@ def train(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool]) -> Tri
         n = len(start.x_train)
         steps = math.ceil(n / batch_size)
         loop = _loop_for(start, params, data, batch_size)
+        loop.epoch_function.start()
         state = loop.initial_state(start, params)
         inputs = loop.inputs(start, data)
         rates = step_table(params, steps, epochs)
@@ -75,7 +77,8 @@ def train(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool]) -> Tri
             if rule.after(epoch, measured.numpy().tolist()):
                 break
         weights = rule.final_weights(_numpy(state))
-        return trained_outcome(task, data, start, rule, EXECUTOR, partial(loop.test, weights), weights)
+        outcome = trained_outcome(task, data, start, rule, EXECUTOR, partial(loop.test, weights), weights)
+        return dataclasses.replace(outcome, executor_reason=loop.epoch_function.reason)
     except Exception as error:
         return failed_outcome(task, error, EXECUTOR, start)
 
@@ -134,9 +137,8 @@ class _Loop:
         self.template, self.head, self.task = template, start.head, task
         self.loss = start.head.loss(params)
         self.n, self.batch_size = len(start.x_train), batch_size
-        self._epoch = tf.function(self._train_epoch, jit_compile=JIT and not _unlike_under_xla(template))
+        self.epoch_function = EpochFunction(self._train_epoch, _xla_blocker(template))
         self._test = tf.function(self._measure)
-        self._concrete = None
 
     def initial_state(self, start: TrialStart, params: Mapping[str, Any]) -> _State:
         model = start.model
@@ -155,9 +157,7 @@ class _Loop:
               inputs: tuple[tf.Tensor, ...]) -> tuple[_State, tf.Tensor]:
         args = (state.trainable, state.non_trainable, state.slots, state.hyper, order, rates,
                 tf.constant(first_step, tf.int64), *inputs)
-        if self._concrete is None:  # calling the concrete function skips tf.function's argument matching
-            self._concrete = self._epoch.get_concrete_function(*args)
-        trainable, non_trainable, slots, measured = self._concrete(*args)
+        trainable, non_trainable, slots, measured = self.epoch_function(*args)
         return _State(list(trainable), list(non_trainable), [list(s) for s in slots], state.hyper), measured
 
     def test(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> list[float]:
@@ -209,11 +209,13 @@ class _Loop:
         return tf.stack(measure(self.template, self.task, self.head, self.loss, trainable, non_trainable, x, y))
 
 
-def _unlike_under_xla(model) -> bool:
-    """Layers whose training XLA would not reproduce: dropout (XLA draws other random numbers for the same seed) and
-    batch normalization (see the module docstring: with Adam, XLA's rounding drifts apart)."""
-    return any(isinstance(layer, keras.layers.BatchNormalization)
-               or (isinstance(layer, keras.layers.Dropout) and layer.rate > 0) for layer in _layers(model))
+def _xla_blocker(model) -> str | None:
+    """The layer whose training XLA would not reproduce (`fitgap.training.xla`), or None."""
+    for layer in _layers(model):
+        if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Conv2D)) or \
+                (isinstance(layer, keras.layers.Dropout) and layer.rate > 0):
+            return f"{type(layer).__name__} layers"
+    return None
 
 
 def _layers(model) -> list:

@@ -9,10 +9,10 @@ trials agree record for record and outcome for outcome.
   `template` only shapes the graph: any model of the same config passes its own weights.
 - `EpochRule`: what follows every epoch, from its measured vector (`measured_names` order). A non-finite training
   loss fails the trial (FAIL "non-finite loss (nan) at epoch 7"; that epoch is not reported). Otherwise the
-  `EpochRecord` (the measures, `gap`, `accuracy_gap` for classification, `lr` = the rate of the epoch's first step)
-  goes to `on_epoch`, and True from it stops the trial (PRUNED "stopped at epoch e"). Then early stopping
-  (`early_stopping` = a patience > 0) on the first objective (val_loss when there is none) stops once it has not
-  strictly improved for `patience` epochs, says so in the reason, and keeps the best epoch's weights (the first of
+  `EpochRecord` (the measures, `gap`, `accuracy_gap` for classification, `lr` = the rate of the epoch's first step,
+  `ended_at` = now) goes to `on_epoch`, and True from it stops the trial (PRUNED "stopped at epoch e"). Then early
+  stopping (`early_stopping` = a patience > 0) on the first objective (val_loss when there is none) stops once it has
+  not strictly improved for `patience` epochs, says so in the reason, and keeps the best epoch's weights (the first of
   ties, the epoch the coordinator reports) as plain arrays: the trial ends with them.
 - `as_test_metrics`: the test set's measures by name (`test_loss`, `test_<metric>`); measured once, after training,
   with the weights the trial ends with, and never used for selection.
@@ -24,6 +24,7 @@ trials agree record for record and outcome for outcome.
 from __future__ import annotations
 
 import math
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -170,7 +171,7 @@ class EpochRule:
                    "lr": epoch_learning_rate(self.task.params, epoch, self.steps)}
         if "accuracy" in values:
             metrics["accuracy_gap"] = values["accuracy"] - values["val_accuracy"]
-        if self.on_epoch(EpochRecord(trial=self.task.number, epoch=epoch, metrics=metrics)):
+        if self.on_epoch(EpochRecord(trial=self.task.number, epoch=epoch, metrics=metrics, ended_at=time.time())):
             return self._stop("PRUNED", f"stopped at epoch {epoch}")
         if self.stopping is not None:
             reason = self.stopping.after(epoch, metrics, self.weights)

@@ -17,12 +17,13 @@ masked to zero after the activation, so padded units neither compute nor learn.
 
 A member that stops (pruned, failed, early-stopped) is frozen by a per-trial mask: its weights and optimizer state no
 longer change, its later measurements are ignored, and the others go on unchanged (nothing mixes across the trial
-axis). Compiled with XLA, once per batch composition (K, widths, the activations and losses present): later batches of
-the same composition only call.
+axis). Traced once per batch composition (K, widths, the activations and losses present): later batches of the same
+composition only call. Whether under XLA is measured by the first batch (`fitgap.training.xla`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 from dataclasses import dataclass
@@ -43,9 +44,9 @@ from fitgap.training.optimizers import (
 )
 from fitgap.training.parts import param
 from fitgap.training.steps import batch_order, step_table
+from fitgap.training.xla import EpochFunction
 
 EXECUTOR = "fused"
-JIT = True  # XLA: one compile per batch composition, then every epoch of every batch like it runs compiled
 _GRAPHS: dict[tuple, "_Graphs"] = {}
 _MAX_GRAPHS = 8
 
@@ -189,6 +190,7 @@ class _Batch:
         return [w[index].copy() for w in self._current]
 
     def run(self, on_epoch: Callable[[EpochRecord], bool]) -> None:
+        self.graphs.epoch.start()
         for i, m in enumerate(self.members):
             m.rule = EpochRule(m.task, self.data.task, self.steps, on_epoch, lambda i=i: self.member_weights(i))
         active, n, steps = self.active, self.n, self.steps
@@ -225,8 +227,9 @@ class _Batch:
             if m.outcome is not None:
                 continue
             try:
-                m.outcome = trained_outcome(m.task, self.data, m.start, m.rule, EXECUTOR,
-                                            lambda x, y, i=i: tested[i], weights)
+                outcome = trained_outcome(m.task, self.data, m.start, m.rule, EXECUTOR,
+                                          lambda x, y, i=i: tested[i], weights)
+                m.outcome = dataclasses.replace(outcome, executor_reason=self.graphs.epoch.reason)
             except Exception as error:  # its artifacts: that member alone fails
                 m.outcome = failed_outcome(m.task, error, EXECUTOR, m.start)
 
@@ -289,8 +292,8 @@ class _Graphs:
                        for head, kind in zip(heads, plan.losses)]
         self.rule = OPTIMIZER_RULES[plan.shape[1]]
         self.activations = [_leaky if name == "leaky_relu" else _keras_activation(name) for name in plan.activations]
-        self.epoch = tf.function(self._train_epoch, jit_compile=JIT)
-        self.test = tf.function(self._measure_one, jit_compile=JIT)
+        self.epoch = EpochFunction(self._train_epoch)
+        self.test = tf.function(self._measure_one)  # once per batch: not worth a compile
 
     # -- the network ---------------------------------------------------------------------------------------------------
 
