@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SPEC ?= sweeps/specs/dot.yaml
+SPEC ?= sweeps/specs/demo.yaml
 
 .PHONY: demo test install install-test chromium bench clean
 
@@ -22,8 +22,7 @@ demo:
 	installed=$$(date +%s); \
 	$(BIN)/fitgap launch $(SPEC) || exit $$?; \
 	done=$$(date +%s); \
-	echo "install: $$((installed - start)) s, run: $$((done - installed)) s"; \
-	echo "browse the runs: $(BIN)/fitgap ui"
+	echo "install: $$((installed - start)) s, run: $$((done - installed)) s"
 
 # The HTML report test renders the page in headless Chromium (Debian's package).
 chromium:

@@ -7,13 +7,13 @@ Builds, in a temporary folder, a results database of --trials synthetic trials x
 metrics and tags through `MlflowClient.log_batch`, as `tracking.mlflow_sink` does; --mlflow-runs logs only the first
 N, as MLflow takes ~0.1 s a run). Then times, best of --repeat:
 
-- the filtered top-10, `regularizer = 'l2' and best_gap < 0.05` by best_val_loss, through `trials_frame`;
+- the filtered top-10, `regularizer = 'l2' and best_loss_gap < 0.05` by best_val_loss, through `trials_frame`;
 - the whole `fitgap query` command on it, process start included;
-- `mlflow.search_runs` on `params.regularizer = 'l2' and metrics.gap < 0.05` ordered by val_loss;
+- `mlflow.search_runs` on `params.regularizer = 'l2' and metrics.loss_gap < 0.05` ordered by val_loss;
 - an unfiltered top-10 by a metric, and every run into pandas, both ways;
 
 and prints each time with MLflow's ratio to ours. MLflow filters on a run's latest metric (the final epoch): our
-`final_gap`/`final_val_loss` query must return the same 10 trials, which the bench checks.
+`final_loss_gap`/`final_val_loss` query must return the same 10 trials, which the bench checks.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Callable
 
 STUDY = "bench"
-FILTER = "regularizer = 'l2' and best_gap < 0.05"
-METRICS = ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap", "reg_loss", "lr")
+FILTER = "regularizer = 'l2' and best_loss_gap < 0.05"
+METRICS = ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "loss_gap", "accuracy_gap", "reg_loss",
+           "lr")
 
 
 def synthetic_trial(number: int, epochs: int, rng: random.Random):
@@ -57,7 +58,7 @@ def synthetic_trial(number: int, epochs: int, rng: random.Random):
         gap = 0.01 * rng.random() + slope * max(0.0, e - onset)
         accuracy = 1 - loss / 1.5
         metrics = {"loss": loss, "val_loss": loss + gap, "bce": loss, "val_bce": loss + gap, "accuracy": accuracy,
-                   "val_accuracy": accuracy - gap / 2, "gap": gap, "accuracy_gap": gap / 2,
+                   "val_accuracy": accuracy - gap / 2, "loss_gap": gap, "accuracy_gap": gap / 2,
                    "reg_loss": weight * 10, "lr": lr0 * decay ** e}
         records.append(EpochRecord(number, e, metrics))
     best = min(records, key=lambda r: r.metrics["val_bce"])
@@ -173,7 +174,7 @@ def measure(results_url: str, tracking_uri: str, experiment_id: str, repeat: int
                "--where", FILTER, "--order-by", "best_val_loss", "--limit", "10"]
     cases = [
         ("filtered top-10", ours(where=FILTER, order_by="best_val_loss", limit=10),
-         theirs(filter_string="params.regularizer = 'l2' and metrics.gap < 0.05",
+         theirs(filter_string="params.regularizer = 'l2' and metrics.loss_gap < 0.05",
                 order_by=["metrics.val_loss ASC"], max_results=10)),
         ("unfiltered top-10 by a metric", ours(order_by="-best_val_accuracy", limit=10),
          theirs(order_by=["metrics.val_accuracy DESC"], max_results=10)),
@@ -191,16 +192,16 @@ def measure(results_url: str, tracking_uri: str, experiment_id: str, repeat: int
     print(f"{'`fitgap query` whole process':<32}{cli_s * 1000:>8.1f}ms   (filtered top-10, process start included)")
 
     # The same question asked of the same curves: MLflow filters on the latest (final-epoch) metric.
-    same = trials_frame(results_url, STUDY, "regularizer = 'l2' and final_gap < 0.05", "final_val_loss", 10)
+    same = trials_frame(results_url, STUDY, "regularizer = 'l2' and final_loss_gap < 0.05", "final_val_loss", 10)
     found = mlflow.search_runs(experiment_ids=[experiment_id], max_results=10,
-                               filter_string="params.regularizer = 'l2' and metrics.gap < 0.05",
+                               filter_string="params.regularizer = 'l2' and metrics.loss_gap < 0.05",
                                order_by=["metrics.val_loss ASC"])
     if mlflow_runs == trials:
         agree = list(same["number"]) == [int(n) for n in found["tags.fitgap.trial"]]
-        print(f"\nMLflow's top-10 is our final_gap/final_val_loss top-10: {'yes' if agree else 'NO'}")
+        print(f"\nMLflow's top-10 is our final_loss_gap/final_val_loss top-10: {'yes' if agree else 'NO'}")
     print("\nSQLite plan of the filtered top-10:")
     plan = run_sql(results_url, "EXPLAIN QUERY PLAN SELECT * FROM trials WHERE study = 'bench' AND "
-                                "regularizer = 'l2' AND best_gap < 0.05 ORDER BY best_val_loss LIMIT 10")
+                                "regularizer = 'l2' AND best_loss_gap < 0.05 ORDER BY best_val_loss LIMIT 10")
     for detail in plan["detail"]:
         print(f"  {detail}")
 

@@ -5,8 +5,8 @@ executor process, which imports only `fitgap.training`, never pays for Optuna an
 what every side shares: the error family (`fitgap.errors`) and the channel to child processes (`fitgap.channel`).
 """
 
-__all__ = ["Interrupted", "RunOptions", "Summary", "best", "create", "delete", "launch", "report", "rerun", "status",
-           "stop", "studies", "trials", "validate", "worker"]
+__all__ = ["Interrupted", "RunOptions", "Summary", "answer", "best", "create", "delete", "launch", "path", "report",
+           "rerun", "status", "stop", "studies", "trials", "validate", "worker"]
 
 
 def __getattr__(name):

@@ -24,6 +24,7 @@ from fitgap.studies.study import StudyHandle, load_study, open_storage, stored_s
 from fitgap.sweeps.space import check_sampler, trial_params
 from fitgap.sweeps.reading import load_spec
 from fitgap.sweeps.spec import SpecError, SweepSpec, check_builder, check_input_shape, parse_spec
+from fitgap.tracking.diagnosis import data_facts
 from fitgap.tracking.mlflow_sink import MlflowSink
 from fitgap.tracking.records import TrialRecord
 from fitgap.tracking.results import ResultsDB, ResultsError
@@ -126,7 +127,7 @@ def _coordinate(spec: SweepSpec, data: Dataset, stores: Stores, run: RunOptions,
     with stores.coordinator_lock():
         handle = StudyHandle.open(spec, stores, data.content_hash, trials, run.save_models, run.plots)
         coordinator = Coordinator(handle, slots, run, batch_size_of(spec, data, run.fuse), on_trial,
-                                  on_epoch=on_epoch)
+                                  on_epoch=on_epoch, data_facts=data_facts(data.task, data.y_train, data.y_val))
         if on_start is not None:
             on_start(spec, len(slots), handle.used_budget(), handle.budget)
         started = time.time()
@@ -207,7 +208,9 @@ def status(name: str, **store_options) -> Summary:
     machine that reaches the stores)."""
     stores = Stores.resolve(**store_options)
     study = load_study(name, stores)
-    return dataclasses.replace(_summary(study), running=_running(study, stores))
+    summary = _summary(study)
+    _add_notes(summary.best[:1] if len(study.directions) == 1 else [], study, stores)
+    return dataclasses.replace(summary, running=_running(study, stores))
 
 
 def _running(study: optuna.Study, stores: Stores) -> list[Running]:
@@ -231,19 +234,45 @@ def _running(study: optuna.Study, stores: Stores) -> list[Running]:
                                    now - asked))
         else:
             done = None if row["last_epoch"] is None else row["last_epoch"] + 1
-            running.append(Running(trial.number, done, row["epochs"], row.get(f"final_{metric}"), row["final_gap"],
-                                   now - row["started_at"]))
+            running.append(Running(trial.number, done, row["epochs"], row.get(f"final_{metric}"),
+                                   row["final_fit_gap"], now - row["started_at"]))
     return running
 
 
 def best(name: str, top: int = 1, **store_options) -> list[dict[str, Any]]:
     """The `top` best COMPLETE trials (ties by number), or the Pareto set of a multi-objective study."""
-    study = load_study(name, Stores.resolve(**store_options))
+    stores = Stores.resolve(**store_options)
+    study = load_study(name, stores)
     if len(study.directions) > 1:
         return [_trial_dict(t) for t in study.best_trials]
     sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [_trial_dict(t) for t in sorted(complete, key=lambda t: (sign * t.value, t.number))[:top]]
+    top_trials = [_trial_dict(t) for t in sorted(complete, key=lambda t: (sign * t.value, t.number))[:top]]
+    return _add_notes(top_trials, study, stores)
+
+
+def _add_notes(trials: list[dict[str, Any]], study: optuna.Study, stores: Stores) -> list[dict[str, Any]]:
+    """Each trial's `notes` (`analysis.score_notes`: its interval, the trials it is not told apart from, a small
+    validation set, its test score) and `verdict`, from the results database (none when it cannot be read)."""
+    from fitgap.tracking.analysis import score_notes
+
+    if not trials:
+        return trials
+    try:
+        with ResultsDB(stores.results_url, create=False) as results:  # a reading command migrates nothing
+            rows = {row["number"]: row for row in results.trials(study.study_name) if row["state"] == "COMPLETE"}
+    except ResultsError:
+        return trials
+    metric = (study.user_attrs.get("fitgap.spec", {}).get("objective") or [{"metric": "value"}])[0]["metric"]
+    for trial in trials:
+        row = rows.get(trial["number"])
+        if row is None:
+            continue
+        others = [r["value"] for n, r in rows.items() if n != trial["number"]]
+        test = next((m for m in ("test_accuracy", "test_mse", "test_loss") if row.get(m) is not None), None)
+        trial["verdict"] = row["verdict"]
+        trial["notes"] = score_notes(metric, row["value"], others, row["val_size"], row.get(test), test)
+    return trials
 
 
 def _summary(study: optuna.Study, finished=(), started: float | None = None, handle=None) -> Summary:
@@ -279,6 +308,27 @@ def _as_spec(spec_or_path) -> SweepSpec:
     if isinstance(spec_or_path, dict):
         return parse_spec(spec_or_path)
     return load_spec(spec_or_path)
+
+
+def answer(name: str, **store_options) -> list[str]:
+    """The study's answer (`tracking.answer.answer_lines`) as plain text lines: what `fitgap launch` and `fitgap
+    report` print; empty when the results database cannot be read."""
+    import pandas as pd
+
+    from fitgap.tracking.analysis import prepare
+    from fitgap.tracking.answer import answer_lines
+    from fitgap.tracking.report import context
+
+    stores = Stores.resolve(**store_options)
+    study = load_study(name, stores)
+    try:
+        with ResultsDB(stores.results_url, create=False) as results:
+            rows = [r for r in results.trials(name) if r["state"] == "COMPLETE"]
+    except ResultsError:
+        return []
+    complete, label, task = prepare(pd.DataFrame(rows))
+    lines = answer_lines(complete, context(name, study.user_attrs.get("fitgap.spec", {}), label, task))
+    return [line.replace("**", "").replace("`", "") for line in lines]
 
 
 def report(name: str, out: str | Path | None = None, format: str = "md", **store_options) -> Path:
@@ -318,3 +368,29 @@ def report(name: str, out: str | Path | None = None, format: str = "md", **store
         sink.log_files(parent.run_id, files, "report")
     return path
 
+
+
+def path(name: str, *, trial: int | None = None, regularizers: str | list[str] = "l1,l2",
+         weights: str = "1e-5:1e-1:9", repeats: int = 5, new_name: str | None = None, data_dir: str | Path = ".",
+         on_trial: Callable[[TrialRecord, int, int], None] | None = None,
+         on_start: Callable[[SweepSpec, int, int, int], None] | None = None,
+         on_epoch: Callable[[int, int, int], None] | None = None, **options) -> tuple[Summary, Path]:
+    """Trace the regularization path of trial `trial` of study `name` (default: its best; a multi-objective study
+    needs `trial`): a new study, `new_name` [default: <name>-path-<trial>], with every other setting fixed at the
+    trial's, trains the unregularized baseline and each of `regularizers` at each weight of the log grid `weights`
+    ("LOW:HIGH:COUNT"), `repeats` seeds each (`studies.path`); linked to the trial in all three stores, run as
+    `launch` runs a study (options and callbacks as its; the parent's relative data paths resolve in `data_dir`),
+    then reported as `report` does. Returns the launch's summary and the report file. Run again, it resumes."""
+    from fitgap.studies.path import check_name, link, log_grid, path_spec, regularizers_of, start_trial
+
+    regularizers, weights = regularizers_of(regularizers), log_grid(weights)
+    run, store_options = RunOptions.split(options)
+    stores = Stores.resolve(**store_options)
+    parent = load_study(name, stores)
+    start = start_trial(parent, trial, best(name, 1, **store_options))
+    spec = path_spec(stored_spec(parent, Path(data_dir)), start, regularizers, weights, repeats, new_name)
+    check_name(spec, stores)
+    create(spec, allow_builder=run.allow_builder, **store_options)
+    link(stores, spec.name, parent, start)
+    summary = launch(spec, on_trial=on_trial, on_start=on_start, on_epoch=on_epoch, **options)
+    return summary, report(spec.name, **store_options)

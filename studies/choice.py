@@ -10,13 +10,15 @@ here, once, before any executor exists (no TensorFlow).
   by `fitgap.training.fused`; None = this trial cannot fuse. What must be equal: the model kind (mlp), the number of
   hidden layers, the optimizer, `batch_size`, `epochs` and `standardize`. Everything else may differ inside a batch:
   learning rate, decay rate/steps/unit/staircase, activation (and leaky_alpha), loss (and cost/profit), regularizer
-  and its weight and l1_ratio, optimizer hyperparameters, initializer, early stopping, hidden widths (narrower layers
-  are zero-padded to the batch's widest and masked), and each trial's seed (its own initial weights and batch order).
+  and its weight and l1_ratio, optimizer hyperparameters (momentum_form, initial_accumulator too), initializer,
+  use_bias, shuffle, early stopping, hidden widths (narrower layers are zero-padded to the batch's widest and
+  masked), and each training's seed (its own initial weights and batch order).
 - ``take_batch(waiting, fuse)``: the next batch of the coordinator's waiting trainings — one, or up to `fuse` of one
-  fuse group, at most one training per trial (a batch's records are told apart by trial number).
+  fuse group, a trial's repeats included (each training has its own number: `trials.training_number`).
 - ``choose_k(params, data, fuse=None) -> int``: how many trials to ask Optuna for at once and send as one batch:
   `fuse` (`--fuse K`) when given, else as many as fit `FUSE_MEMORY_MB` for a model the size of `params` (pass the
-  largest the spec can sample), at most `MAX_K`. 1 when the trial cannot fuse. Only the data's shapes are read.
+  largest the spec can sample), at most `MAX_K`. 1 when the trial cannot fuse. Only the data's shapes are read. A
+  model-based sampler's rounds may hold fewer (`batching.in_flight_limit`).
 """
 
 from __future__ import annotations
@@ -110,16 +112,15 @@ def fuse_group_key(params: Mapping[str, Any]) -> tuple | None:
 
 
 def take_batch(waiting: list[tuple[Any, int]], fuse: int) -> list[tuple[Any, int]]:
-    """Take the first waiting (trial, repeat) and, if it fuses, up to `fuse` - 1 others of its group (one per trial)
-    off `waiting`; a trial is anything with `params` and `executor`."""
+    """Take the first waiting (trial, repeat) and, if it fuses, up to `fuse` - 1 others of its group off `waiting`;
+    a trial is anything with `params` and `executor`."""
     first = waiting[0]
     key = fuse_group_key(first[0].params) if first[0].executor == "fused" else None
     batch = [first]
     for unit in waiting[1:]:
         if key is None or len(batch) >= fuse:
             break
-        if unit[0].executor == "fused" and fuse_group_key(unit[0].params) == key and \
-                all(unit[0] is not taken for taken, _ in batch):
+        if unit[0].executor == "fused" and fuse_group_key(unit[0].params) == key:
             batch.append(unit)
     for unit in batch:
         waiting.remove(unit)

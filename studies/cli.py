@@ -209,7 +209,7 @@ def delete(study, yes, **kwargs):
 
 
 def _run_coordinator(run, stores: dict) -> None:
-    from fitgap.studies.api import Interrupted
+    from fitgap.studies.api import Interrupted, answer
 
     progress = Progress()
     # SIGTERM (timeout, docker stop, systemd, schedulers) ends a launch as Ctrl-C does: the coordinator catches both
@@ -226,7 +226,7 @@ def _run_coordinator(run, stores: dict) -> None:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     progress.done()
-    print_summary(summary, stores)
+    print_summary(summary, stores, answer(summary.study, **stores))
 
 
 @main.command()
@@ -269,6 +269,8 @@ def status(study, **kwargs):
     summary = get(study, **_stores(kwargs))
     click.echo(f"study {summary.study}: {counts_text(summary)} of a budget of {summary.budget}")
     click.echo(f"best: {best_text(summary)}")
+    for note in summary.best[0].get("notes", []) if summary.best else []:
+        click.echo(f"  note: {note}")
     for line in running_lines(summary):
         click.echo(line)
 
@@ -292,7 +294,10 @@ def best(study, top, as_json, **kwargs):
     for trial in trials:
         values = ", ".join(f"{v:.4g}" for v in trial["values"])
         params = ", ".join(f"{k}={short(v)}" for k, v in trial["params"].items())
-        click.echo(f"trial {trial['number']}: {values}  {params}")
+        verdict = f"  [{trial['verdict']}]" if trial.get("verdict") else ""
+        click.echo(f"trial {trial['number']}: {values}{verdict}  {params}")
+        for note in trial.get("notes", []):
+            click.echo(f"  note: {note}")
 
 
 @main.command()
@@ -370,7 +375,12 @@ def report(study, out, format_, **kwargs):
     study's MLflow run."""
     from fitgap.studies.api import report as write
 
-    path = write(study, out, format_, **_stores(kwargs))
+    from fitgap.studies.api import answer
+
+    stores = _stores(kwargs)
+    path = write(study, out, format_, **stores)
+    for line in answer(study, **stores):
+        click.echo(f"answer: {line}")
     click.echo(f"report of {study}: {path}")
 
 
@@ -395,6 +405,43 @@ def rerun(study, number, data_dir, gpus, tolerance, allow_builder, **kwargs):
     click.echo(result.comparison())
     if not result.matches:
         sys.exit(1)
+
+
+@main.command(name="path")
+@click.argument("study")
+@click.option("--trial", type=click.IntRange(min=0), metavar="N",
+              help="The trial whose settings the path keeps [default: the best; required for several objectives].")
+@click.option("--regularizers", metavar="A,B", help="Regularizers traced beside the unregularized baseline: l1, l2, "
+              "l1_l2 (at the default l1_ratio) [default: l1,l2].")
+@click.option("--weights", metavar="LOW:HIGH:COUNT", help="COUNT weights evenly spaced on a log scale from LOW to "
+              "HIGH [default: 1e-5:1e-1:9].")
+@click.option("--repeats", type=click.IntRange(min=1), help="Trainings (seeds) per point [default: 5].")
+@click.option("--name", metavar="NEW", help="The new study's name [default: STUDY-path-N].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where the study's relative data paths resolve on this machine.")
+@click.option("--allow-builder", is_flag=True, help="Let the study's `model.builder` import and run its module.")
+@_run_options
+@_store_options
+@_errors_in_one_line
+def path_command(study, trial, regularizers, weights, repeats, name, **kwargs):
+    """Trace how regularization trades overfitting against accuracy from one trial of STUDY: a new study, linked to
+    it, with every other setting fixed at the trial's, trains the unregularized baseline and each regularizer at
+    each weight, several seeds each; then writes its report."""
+    from fitgap.studies.api import path as trace
+
+    stores = _stores(kwargs)
+    given = {k: v for k, v in dict(trial=trial, regularizers=regularizers, weights=weights, repeats=repeats,
+                                   new_name=name).items() if v is not None}  # the others: the API's defaults
+    done = []
+
+    def run(progress):
+        summary, report_file = trace(study, on_trial=progress, on_start=progress.start, on_epoch=progress.epoch,
+                                     **given, **kwargs, **stores)
+        done.append((summary.study, report_file))
+        return summary
+
+    _run_coordinator(run, stores)
+    click.echo(f"report of {done[0][0]}: {done[0][1]}")
 
 
 if __name__ == "__main__":

@@ -33,13 +33,14 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
 from fitgap.errors import RunError, one_line
+from fitgap.studies.batching import in_flight_limit
 from fitgap.studies.choice import choose_executor, take_batch
 from fitgap.studies.executors import Died, Executor, ExecutorProcess, StartExecutor
 from fitgap.studies.messages import Epochs, Ready, TrialOutcome, TrialTask
 from fitgap.studies.options import RunOptions
 from fitgap.studies.slots import Slot
 from fitgap.studies.study import HEARTBEAT_S, StudyHandle
-from fitgap.studies.trials import Combined, reached_by_all, trial_seed, trial_task
+from fitgap.studies.trials import Combined, reached_by_all, trial_seed, trial_task, training_number
 from fitgap.sweeps.space import suggest, trial_params
 from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 from fitgap.tracking.writer import TrackingWriter, WriterDied, Written
@@ -87,7 +88,8 @@ class Coordinator:
     def __init__(self, handle: StudyHandle, slots: list[Slot], options: RunOptions, fuse: int = 1,
                  on_trial: Callable[[TrialRecord, int, int], None] | None = None,
                  start_executor: StartExecutor = ExecutorProcess,
-                 on_epoch: Callable[[int, int, int], None] | None = None):
+                 on_epoch: Callable[[int, int, int], None] | None = None,
+                 data_facts: tuple[int, float] | None = None):
         self.h = handle
         self.spec = handle.spec
         self.fuse = fuse  # trainings per fused batch (`choice.choose_k`)
@@ -98,6 +100,7 @@ class Coordinator:
         self.on_trial = on_trial or (lambda record, used, budget: None)
         self.on_epoch = on_epoch or (lambda number, epoch, epochs: None)  # a display's: each epoch record received
         self.start_executor = start_executor
+        self.val_size, self.val_baseline = data_facts or (None, None)  # `diagnosis.data_facts`, for every record
         self.events: queue.Queue = queue.Queue()
         self.executors: dict[int, Executor] = {}
         self.devices: dict[int, str] = {}  # slot -> device its executor reported when ready
@@ -204,9 +207,15 @@ class Coordinator:
 
     def _prefetching(self) -> bool:
         """Whether to ask ahead: while slots train, the next batch of each slot is asked in the coordinator's idle
-        time, so that asking overlaps training instead of following it."""
+        time, so that asking overlaps training instead of following it (as far as the sampler's rounds let it)."""
         return bool(self.running) and not self.stopping and not self.spent and time.time() < self.deadline and \
-            len(self.waiting) < self.fuse * len(self.slots)
+            len(self.waiting) < self.fuse * len(self.slots) and self._room() > 0
+
+    def _room(self) -> float:
+        """How many more trials this coordinator may ask before more are told (`batching.in_flight_limit`): its
+        trials not yet told are in flight, `used` is the study's told trials."""
+        limit = in_flight_limit(self.h.study.sampler, self.used, self.spec)
+        return math.inf if limit is None else limit - len(self.trials)
 
     def _drop_waiting(self, reason: str, retry: bool) -> None:
         """The trials asked ahead that no slot took fail with `reason` (and are retried with the same params by the
@@ -222,18 +231,28 @@ class Coordinator:
                 self._training_done(_Training(trial, self._task(trial, 0), -1, "none"), outcome, retry=retry)
 
     def _task(self, trial: _Trial, repeat: int) -> TrialTask:
-        return trial_task(self.spec, trial.trial.number, trial.params, repeat, trial.executor,
+        """One training of `trial`, numbered apart from its other repeats (`trials.training_number`)."""
+        task = trial_task(self.spec, trial.trial.number, trial.params, repeat, trial.executor,
                           save_model=self.h.models.wanted and repeat == 0)
+        return dataclasses.replace(task, number=training_number(task.number, repeat)) if repeat else task
 
     def _ask(self, wanted: int) -> None:
-        """Ask Optuna for up to `wanted` more trials, within the budget; their repeats join the waiting list."""
+        """Ask Optuna for up to `wanted` more trials, within the budget and the sampler's room (`_room`); their repeats
+        join the waiting list. Each trial's params are suggested before the next is asked: each ask refreshes
+        Optuna's cache of the study's trials, which would otherwise show the sampler the batch's earlier trials
+        without params (on an RDB storage QMC then infers no search space and draws the whole batch at random)."""
+        wanted = min(wanted, self._room())
+        if wanted <= 0:
+            return
         with self.h.asking():  # several coordinators on one server: the budget check and the asks are one step
             self.stopping = self.stopping or self.h.stop_requested()
             remaining = 0 if self.stopping else self.h.remaining()
-            asked = [(self.h.study.ask(), time.time()) for _ in range(min(wanted, remaining))]
+            asked = []
+            for _ in range(min(wanted, remaining)):
+                trial = self.h.study.ask()
+                asked.append((trial, time.time(), trial_params(self.spec, suggest(trial, self.spec))))
         self.spent = remaining <= wanted
-        for trial, asked_at in asked:
-            params = trial_params(self.spec, suggest(trial, self.spec))
+        for trial, asked_at, params in asked:
             run_id = self.h.start_trial_run(trial, trial_seed(self.spec, trial.number), self.spec.repeats, params)
             executor, why = choose_executor(params, self.spec.executor, self.fuse)
             self.trials[trial.number] = _Trial(trial, params, run_id, executor, why, asked_at)
@@ -262,8 +281,9 @@ class Coordinator:
             trainings = self.running[index]
             for record in message.records:
                 training = trainings[record.trial]
-                training.epochs.append(record)
-                self.on_epoch(record.trial, record.epoch, training.task.params["epochs"])
+                number = training.trial.trial.number
+                training.epochs.append(record if record.trial == number else dataclasses.replace(record, trial=number))
+                self.on_epoch(number, record.epoch, training.task.params["epochs"])
                 if record.epoch in training.task.decide_at:
                     self._decide(index, training, record)
             now = time.time()
@@ -307,7 +327,7 @@ class Coordinator:
             prune = trial.should_prune()
         if prune:
             training.stop_reason = f"pruned at epoch {record.epoch}"
-        self.executors[index].decide(trial.number, record.epoch, prune)
+        self.executors[index].decide(training.task.number, record.epoch, prune)
 
     def _executor_died(self, index: int, returncode: int | None) -> None:
         self.executors.pop(index).close()
@@ -392,6 +412,9 @@ class Coordinator:
             artifacts=artifacts,
             repeats=self.spec.repeats,
             value_std=combined.value_std,
+            per_repeat=combined.per_repeat,
+            val_size=self.val_size,
+            val_baseline=self.val_baseline,
             test_metrics=combined.test_metrics,
             executor=outcome.executor,
             executor_reason="; ".join(filter(None, (trial.why, outcome.executor_reason))),  # and its XLA mode

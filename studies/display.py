@@ -93,12 +93,16 @@ class Progress:
             self.bar = None
 
 
-def print_summary(summary, stores: dict) -> None:
+def print_summary(summary, stores: dict, answer: list[str] = ()) -> None:
+    """The end of a launch: counts, the best trial, the study's answer (`api.answer`) and the next commands."""
     click.echo(f"study {summary.study}: {counts_text(summary)} of a budget of {summary.budget}; "
                f"{len(summary.finished)} trials in {summary.elapsed_s:.1f} s")
     click.echo(f"best: {best_text(summary)}")
+    for line in answer:
+        click.echo(f"answer: {line}")
     where = f" --workspace {stores['workspace']}" if stores.get("workspace") else ""
-    click.echo(f"next: fitgap best {summary.study} --top 5{where}   |   fitgap ui {summary.study}{where}")
+    click.echo(f"next: fitgap report {summary.study}{where}   |   fitgap path {summary.study}{where}   |   "
+               f"fitgap ui {summary.study}{where}")
 
 
 def counts_text(summary) -> str:

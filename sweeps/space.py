@@ -39,8 +39,8 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
             return _seeded(_GridSampler)(grid(spec), seed=seed)
         case "cmaes":
             return _seeded(samplers.CmaEsSampler)(seed=seed)
-        case "qmc":
-            return _seeded(samplers.QMCSampler)(seed=seed)
+        case "qmc":  # scrambled: unscrambled Sobol ignores the seed, and its first point is every dimension's low
+            return _seeded(samplers.QMCSampler)(seed=seed, scramble=True)
         case "gp":
             return _seeded(samplers.GPSampler)(seed=seed)
         case "nsgaii":
@@ -50,8 +50,8 @@ def make_sampler(spec: SweepSpec, seed: int) -> optuna.samplers.BaseSampler:
 
 class _SeededPerTrial:
     """Each trial draws from random states of its own, seeded from the sampler's seed and the trial number, whatever
-    the order of asks and suggestions (a fused batch asks K trials, then suggests their params). Trial numbers are
-    unique in a study, so coordinators that start at once with one seed (two workers) draw different parameters
+    the order of asks and suggestions (a batch may ask several trials before it suggests their params). Trial numbers
+    are unique in a study, so coordinators that start at once with one seed (two workers) draw different parameters
     instead of each replaying the other's sequence, and a resumed study moves on."""
 
     def __init__(self, *args, seed: int, **kwargs) -> None:
@@ -159,7 +159,7 @@ def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict[str, Any]:
         if dim.when and any(known.get(key) not in values for key, values in dim.when.items()):
             continue
         if isinstance(dim, CategoricalDim):
-            value = _from_optuna(trial.suggest_categorical(name, [_to_optuna(c) for c in spec.choices(name)]), name)
+            value = from_optuna(trial.suggest_categorical(name, [_to_optuna(c) for c in spec.choices(name)]), name)
         elif isinstance(dim, FloatDim):
             value = trial.suggest_float(name, dim.low, dim.high, log=dim.log, step=dim.step)
         else:
@@ -172,7 +172,7 @@ def _to_optuna(choice: Any) -> Any:
     return json.dumps(choice) if isinstance(choice, list) else choice
 
 
-def _from_optuna(value: Any, name: str) -> Any:
+def from_optuna(value: Any, name: str) -> Any:
     return json.loads(value) if HYPERPARAMETERS[name].kind is list else value
 
 

@@ -1,7 +1,9 @@
 """Spec language: the names fitgap uses everywhere: hyperparameters with their defaults, metrics, samplers, and which go together.
 
 A hyperparameter can be searched (``search:``), fixed (``params:``) or left at its default. The defaults are the
-course's and are pinned by tests and listed in the README's defaults table. Pure data: no TensorFlow, no pydantic.
+course's where it has one, else Keras's (the course's forms are options: ``momentum_form: course``,
+``initial_accumulator: 0``, ``use_bias: false``, ``shuffle: false``); they are pinned by tests and listed in the
+README's defaults table. Pure data: no TensorFlow, no pydantic.
 """
 
 from __future__ import annotations
@@ -97,11 +99,21 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "dropout": _unit_interval(0.0, "rate after each hidden layer"),
     "optimizer": Hyperparameter(str, "sgd", choices=OPTIMIZERS),
     "momentum": _unit_interval(0.9, "sgdm"),
+    # Keras's forms by default (every trial before them trained so); the course's are one value away.
+    "momentum_form": Hyperparameter(str, "keras", choices=("keras", "course"),
+                                    doc="sgdm: keras v = momentum*v - lr*g, w += v; "
+                                        "course m = momentum*m + (1 - momentum)*g, w -= lr*m"),
+    "initial_accumulator": Hyperparameter(float, 0.1, minimum=0,
+                                          doc="adagrad: the accumulator's start (Keras 0.1, the course 0)"),
     "rho": _unit_interval(0.9, "rmsprop: decay of the squared-gradient average"),
     "beta_1": _unit_interval(0.9, "adam: decay of the gradient average"),
     "beta_2": _unit_interval(0.999, "adam: decay of the squared-gradient average"),
     "initializer": Hyperparameter(str, "he_normal", choices=INITIALIZERS, doc="kernels; biases start at 0"),
+    "use_bias": Hyperparameter(bool, True, doc="a bias in every Dense and Conv2D layer; false: none (the course's "
+                                               "linear models)"),
     "standardize": Hyperparameter(bool, False, doc="inputs to mean 0, std 1 with training-split statistics"),
+    "shuffle": Hyperparameter(bool, True, doc="the training rows in a new order every epoch; false: in their stored "
+                                              "order, every epoch (the course's)"),
     "early_stopping": Hyperparameter(int, 0, minimum=0, doc="patience in epochs on the first objective; 0 = off"),
     # The shape of training and of the model. Their defaults are the spec-level fields (`epochs:`, `batch_size:`,
     # `model.hidden`); they can be searched, but not fixed in `params:` (the spec-level field is the fixed value).
@@ -124,6 +136,8 @@ CONDITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "regularization_weight": ("regularizer", ("l1", "l2", "l1_l2")),
     "l1_ratio": ("regularizer", ("l1_l2",)),
     "momentum": ("optimizer", ("sgdm",)),
+    "momentum_form": ("optimizer", ("sgdm",)),
+    "initial_accumulator": ("optimizer", ("adagrad",)),
     "rho": ("optimizer", ("rmsprop",)),
     "beta_1": ("optimizer", ("adam",)),
     "beta_2": ("optimizer", ("adam",)),
@@ -147,7 +161,8 @@ EPOCH_METRICS = (
     "loss", "val_loss",  # the trial's own loss: not comparable across losses
     "bce", "val_bce",  # binary: cross-entropy of the predicted probability, whatever the loss
     "accuracy", "val_accuracy",  # classification
-    "gap",  # val_loss - loss
+    "loss_gap",  # val_loss - loss: the trial's own loss
+    "fit_gap",  # loss-independent: `fit_gap` below
     "accuracy_gap",  # accuracy - val_accuracy
     "reg_loss",  # the regularization penalty, weight * R(kernels)
     "lr",  # the learning rate at the epoch's first step
@@ -161,7 +176,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("mse", "mae"),
 }
 COMPLEXITY_METRICS = ("params_total", "params_trainable", "macs", "params_non_trainable")
-LOSS_DEPENDENT_METRICS = ("loss", "val_loss", "gap")
+LOSS_DEPENDENT_METRICS = ("loss", "val_loss", "loss_gap")
 OBJECTIVE_METRICS = EPOCH_METRICS + COMPLEXITY_METRICS
 # Measured once on the dataset's test set (when it has one) after training; never an objective.
 TEST_METRICS = ("test_loss", "test_bce", "test_ce", "test_mse", "test_mae", "test_accuracy")
@@ -170,10 +185,31 @@ TEST_METRICS = ("test_loss", "test_bce", "test_ce", "test_mse", "test_mae", "tes
 def epoch_metrics(task: str) -> tuple[str, ...]:
     """The metrics every epoch of a `task` trial reports, in EPOCH_METRICS order."""
     own = TASK_METRICS[task]
-    measured = {"loss", *own, "gap", "reg_loss", "lr", *(f"val_{m}" for m in ("loss", *own))}
+    measured = {"loss", *own, "loss_gap", "fit_gap", "reg_loss", "lr", *(f"val_{m}" for m in ("loss", *own))}
     if "accuracy" in own:
         measured.add("accuracy_gap")
     return tuple(m for m in EPOCH_METRICS if m in measured)
+
+
+def fit_gap(task: str, metrics) -> float:
+    """The fit gap of one epoch: how much worse the model does on the validation set than on the training set, on a
+    measure that does not depend on the trial's loss, so that trials with different losses compare.
+
+    - classification: ``val_bce - bce`` (binary) or ``val_ce - ce`` (multiclass), in nats: the cross-entropy of the
+      predicted probabilities, whatever the loss trained;
+    - regression: ``(val_mse - mse) / (val_mse + mse)``, in [-1, 1]: scale-free, and bounded near zero training
+      error, where a relative gap ``(val_mse - mse) / mse`` explodes (0 when both are 0).
+    NaN when a measure is missing or not finite."""
+    own = TASK_METRICS[task][0]
+    train, val = metrics.get(own, math.nan), metrics.get(f"val_{own}", math.nan)
+    if task != "regression":
+        return val - train
+    total = val + train
+    return 0.0 if total == 0 else (val - train) / total
+
+
+FIT_GAP_MEASURES = {"binary": "val_bce - bce", "multiclass": "val_ce - ce",
+                    "regression": "(val_mse - mse) / (val_mse + mse)"}
 
 
 def metrics_on_test_set(task: str) -> tuple[str, ...]:

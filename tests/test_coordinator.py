@@ -4,6 +4,7 @@ TensorFlow."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
@@ -18,6 +19,7 @@ from fitgap.data.datasets import load_dataset
 from fitgap.errors import RunError
 from fitgap.studies import coordinator
 from fitgap.studies.api import rerun, status
+from fitgap.studies.batching import in_flight_limit
 from fitgap.studies.choice import fuse_group_key
 from fitgap.studies.cli import main
 from fitgap.studies.coordinator import Coordinator
@@ -25,8 +27,8 @@ from fitgap.studies.options import RunOptions
 from fitgap.studies.slots import plan_slots
 from fitgap.studies.stores import Stores
 from fitgap.studies.study import StudyHandle
-from fitgap.studies.trials import trial_seed, trial_task
-from fitgap.sweeps.space import suggest, trial_params
+from fitgap.studies.trials import trial_of, trial_seed, trial_task
+from fitgap.sweeps.space import derive_seed, make_sampler, suggest, trial_params
 from fitgap.sweeps.spec import SpecError, parse_spec
 from fitgap.tracking.mlflow_sink import MlflowSink
 from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
@@ -204,7 +206,7 @@ def test_a_relaunch_on_sqlite_fails_and_retries_the_trials_a_killed_coordinator_
     run.check_consistent()
 
 
-def test_fused_batches_hold_one_group_one_training_per_trial_and_stay_within_the_budget(workspace):
+def test_fused_batches_hold_one_group_each_training_under_its_own_number_and_stay_within_the_budget(workspace):
     spec = spec_of(trials=10, executor="fused", search={
         "learning_rate": {"type": "float", "low": 0.01, "high": 0.4, "log": True},
         "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]}})
@@ -217,6 +219,51 @@ def test_fused_batches_hold_one_group_one_training_per_trial_and_stay_within_the
     assert sorted(task.number for batch in batches for task in batch) == list(range(10))
     assert by_state(run.trials) == {"COMPLETE": 10, "PRUNED": 0, "FAIL": 0}
     run.check_consistent()
+
+
+def told_before(trials) -> list[int]:
+    """For each trial, how many trials had been told to Optuna when it was asked (Optuna's own timestamps)."""
+    return [sum(t.datetime_complete is not None and t.datetime_complete < trial.datetime_start for t in trials)
+            for trial in trials]
+
+
+def test_fused_tpe_asks_its_start_up_trials_alone_and_later_rounds_within_the_bound(workspace):
+    """Without the bound, fuse 16 and asking ahead would ask 32 trials before TPE saw its first result."""
+    spec = spec_of(trials=40, executor="fused", sampler="tpe")
+    run = Run(workspace, spec, Script(epoch_s=0.01), fuse=16)()  # a batch trains long enough to ask ahead
+    trials, told = run.trials, told_before(run.trials)
+    assert by_state(trials) == {"COMPLETE": 40, "PRUNED": 0, "FAIL": 0}
+    assert told[:10] == [0] * 10 and told[10] == 10  # the start-up round, then nothing until all ten are told
+    sampler = run.handle.study.sampler
+    for number, seen in enumerate(told):  # the trials asked and not told when it was asked: within the bound
+        assert number - seen < in_flight_limit(sampler, seen, spec), (number, seen)
+    assert len(run.script.batches[0]) == 10 and max(map(len, run.script.batches)) == 16
+    run.check_consistent()
+
+
+def test_fused_random_sampling_batches_and_asks_ahead_freely(workspace):
+    stores = Stores.resolve(workspace=workspace)
+
+    def hold_the_first_batch(task):  # until asking ahead has asked the next batch too
+        if task.number < 16:
+            wait_for(lambda: len(optuna.load_study(study_name="fake", storage=stores.storage).trials) >= 32)
+
+    run = Run(workspace, spec_of(trials=40, executor="fused"), Script(before=hold_the_first_batch), fuse=16)()
+    assert told_before(run.trials)[:32] == [0] * 32 and len(run.script.batches[0]) == 16
+    assert by_state(run.trials) == {"COMPLETE": 40, "PRUNED": 0, "FAIL": 0}
+
+
+def test_a_fused_qmc_batch_is_drawn_by_qmc_from_its_second_trial_not_at_random(workspace):
+    """Optuna's QMC sampler draws the first trial with its independent (random) sampler and infers its search space
+    from it; a batch asked before any of its params were suggested was drawn at random whole."""
+    spec = spec_of(trials=8, executor="fused", sampler="qmc")
+    run = Run(workspace, spec, Script(), fuse=8)()
+    assert len(run.script.batches[0]) == 8
+    random_spec = spec_of(trials=8, sampler="random")
+    study = optuna.create_study(sampler=make_sampler(random_spec, derive_seed(spec.seed, "sampler")))
+    drawn_at_random = [suggest(study.ask(), random_spec) for _ in range(8)]
+    qmc = [trial.params for trial in run.trials]
+    assert qmc[0] == drawn_at_random[0] and all(q != r for q, r in zip(qmc[1:], drawn_at_random[1:]))
 
 
 def test_the_median_pruner_prunes_at_its_report_epochs_and_the_curve_ends_there(workspace):
@@ -238,17 +285,22 @@ def test_the_median_pruner_prunes_at_its_report_epochs_and_the_curve_ends_there(
     run.check_consistent()
 
 
-def test_repeats_train_with_their_own_seeds_and_the_trial_records_their_mean(workspace):
-    run = Run(workspace, spec_of(trials=2, repeats=3), Script(), slots=2)()
+@pytest.mark.parametrize("executor, fuse", [("keras", 1), ("fused", 8)])
+def test_repeats_train_with_their_own_seeds_and_the_trial_records_their_mean(workspace, executor, fuse):
+    run = Run(workspace, spec_of(trials=2, repeats=3, executor=executor), Script(), fuse=fuse, slots=2)()
     tasks = [task for batch in run.script.batches for task in batch]
+    if fuse > 1:  # a trial's repeats share a fused batch, each under its own number
+        assert max(map(len, run.script.batches)) == 6 and len({t.number for t in tasks}) == 6
     for number in (0, 1):
-        mine = sorted((t for t in tasks if t.number == number), key=lambda t: t.repeat)
+        mine = sorted((t for t in tasks if trial_of(t.number) == number), key=lambda t: t.repeat)
         assert [t.repeat for t in mine] == [0, 1, 2] and len({t.seed for t in mine}) == 3
         values = [metrics_at(t, 5)["val_accuracy"] for t in mine]
         row = run.rows()[number]
         assert row["value"] == pytest.approx(statistics.fmean(values))
         assert row["value_std"] == pytest.approx(statistics.pstdev(values))
         assert row["repeats"] == 3 and row["seed"] == mine[0].seed
+        assert [r["value"] for r in json.loads(row["repeats_json"])] == pytest.approx(values)
+        assert all(e["val_accuracy"] is not None for e in run.epochs(number))  # the mean of all three, epoch by epoch
     run.check_consistent()
 
 
@@ -322,7 +374,7 @@ def test_a_slow_trial_reaches_mlflow_and_the_results_database_while_it_trains_an
             assert row["final_val_accuracy"] == pytest.approx(metrics_at(task, epoch - 1)["val_accuracy"])
             [running] = status("fake", workspace=workspace).running
             assert (running.number, running.epoch, running.epochs) == (0, epoch, 60)
-            assert running.gap == pytest.approx(row["final_gap"]) and running.running_s > 0
+            assert running.gap == pytest.approx(row["final_fit_gap"]) and running.running_s > 0
             shown = CliRunner().invoke(main, ["status", "fake", "--workspace", str(workspace)])
             assert shown.exit_code == 0 and "1 RUNNING" in shown.output, shown.output
             assert f"trial 0  epoch {epoch}/60  val_accuracy={row['final_val_accuracy']:.4g}  gap=" in shown.output

@@ -18,7 +18,7 @@ def test_the_course_experiments_are_all_there():
 @pytest.mark.parametrize("path", sorted(SPECS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(SPECS)))
 def test_every_shipped_spec_validates_with_its_data(path):
     spec, data = validate(path)
-    assert spec.name and len(data.x_train) > len(data.x_val) > 0
+    assert spec.name and len(data.x_train) > 0 and len(data.x_val) > 0  # the demo trains on few points, on purpose
     assert path.read_text().startswith("#")  # each says what it reproduces, and how it differs from the course
 
 

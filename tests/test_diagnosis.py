@@ -1,4 +1,5 @@
-"""The per-trial diagnosis rules on synthetic curves: onset of overfitting, and the verdicts at their thresholds."""
+"""The per-trial diagnosis on constructed curves: the onset of overfitting, and each rule of the verdict table
+(`tracking/diagnosis.py`) on both sides of its threshold, judged at the best epoch."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from fitgap.tracking import diagnosis
-from fitgap.tracking.diagnosis import diagnose, overfit_onset
+from fitgap.tracking.diagnosis import data_facts, diagnose, overfit_onset
 from fitgap.tracking.records import EpochRecord
 
 N = 100
@@ -22,16 +23,18 @@ def valley(n=N, bottom=40, noise=0.0, seed=0):
 
 
 def classification(n=20, accuracy=0.95, val_accuracy=0.95, loss=None, val_loss=None):
-    """Flat curves (nothing still falling) with the given final accuracies."""
-    loss = np.full(n, 0.2) if loss is None else loss
-    val_loss = np.full(n, 0.25) if val_loss is None else val_loss
-    return [{"loss": loss[i], "val_loss": val_loss[i], "gap": val_loss[i] - loss[i], "accuracy": accuracy,
-             "val_accuracy": val_accuracy, "accuracy_gap": accuracy - val_accuracy} for i in range(n)]
+    """Binary epochs, trained on bce: flat curves (nothing still falling) unless given, with these accuracies."""
+    loss = np.full(n, 0.2) if loss is None else np.asarray(loss)
+    val_loss = np.full(n, 0.25) if val_loss is None else np.asarray(val_loss)
+    accuracy, val_accuracy = np.broadcast_to(accuracy, n), np.broadcast_to(val_accuracy, n)
+    return [{"loss": loss[i], "val_loss": val_loss[i], "bce": loss[i], "val_bce": val_loss[i],
+             "fit_gap": val_loss[i] - loss[i], "loss_gap": val_loss[i] - loss[i], "accuracy": accuracy[i],
+             "val_accuracy": val_accuracy[i]} for i in range(n)]
 
 
 def regression(n=20, mse=0.1, val_mse=0.1):
-    return [{"loss": mse, "val_loss": val_mse, "gap": val_mse - mse, "mse": mse, "val_mse": val_mse}
-            for _ in range(n)]
+    return [{"loss": mse, "val_loss": val_mse, "mse": mse, "val_mse": val_mse,
+             "fit_gap": (val_mse - mse) / (val_mse + mse)} for _ in range(n)]
 
 
 def test_the_onset_is_the_bottom_of_the_validation_valley():
@@ -63,76 +66,140 @@ def test_too_few_epochs_tell_nothing():
     assert overfit_onset(*valley(n=8, bottom=1)) is not None
 
 
-def test_a_valley_that_ends_far_above_its_minimum_is_overfit_whatever_the_accuracy():
-    train, val = valley()
-    d = diagnose(classification(N, 0.95, 0.95, train, val), best_epoch=40)
-    assert (d.verdict, d.overfit_epoch, d.best_epoch) == ("overfit", 40, 40)
-    assert d.gap_at_best == pytest.approx(val[40] - train[40]) and d.gap_at_final == pytest.approx(val[-1] - train[-1])
-    assert "rising since epoch 40" in d.reason
-
-
-def plateau_then_rise(rise):
-    """Validation loss flat at 0.5 up to epoch 40, then up linearly to 0.5 + rise at the last epoch."""
-    train, _ = valley()
-    return train, 0.5 + rise * np.maximum(0, np.arange(N) - 40) / (N - 1 - 40)
-
-
-@pytest.mark.parametrize("rise, verdict", [(0.048, "good_fit"), (0.052, "overfit")])
-def test_overfit_when_the_validation_loss_ends_ten_percent_above_its_minimum(rise, verdict):
-    d = diagnose(classification(N, 0.95, 0.95, *plateau_then_rise(rise)))
-    assert d.overfit_epoch == 40 and d.verdict == verdict
-
-
 def test_a_rise_that_comes_back_down_is_not_an_onset():
     train, val = valley()
     val = np.where(np.arange(N) < 70, val, val[70] - 0.02 * (np.arange(N) - 70))  # falls again, below its bottom
     assert overfit_onset(train, val) is None
 
 
-@pytest.mark.parametrize("gap, verdict", [(0.049, "good_fit"), (0.051, "overfit")])
-def test_the_accuracy_gap_threshold(gap, verdict):
-    d = diagnose(classification(accuracy=0.96, val_accuracy=0.96 - gap))
-    assert (d.verdict, d.fit_measure) == (verdict, "accuracy_gap")
-    assert d.fit_gap_at_final == pytest.approx(gap)
+def test_did_not_learn_is_no_better_than_the_majority_class():
+    rows = classification(accuracy=0.66, val_accuracy=0.65)
+    d = diagnose(rows, baseline=0.64)
+    assert d.verdict == "did_not_learn" and "majority class alone scores 0.64" in d.reason
+    assert diagnose(classification(accuracy=0.7, val_accuracy=0.67), baseline=0.64).verdict != "did_not_learn"
+    assert diagnose(rows).verdict == "underfit"  # without a baseline the rule is not judged
 
 
-@pytest.mark.parametrize("accuracy, val_accuracy, verdict", [(0.64, 0.58, "underfit"), (0.89, 0.6, "overfit"),
-                                                             (0.9, 0.79, "overfit"), (0.9, 0.81, "good_fit")])
-def test_an_accuracy_gap_is_overfitting_only_when_it_exceeds_the_training_error(accuracy, val_accuracy, verdict):
-    assert diagnose(classification(accuracy=accuracy, val_accuracy=val_accuracy)).verdict == verdict
+@pytest.mark.parametrize("val_mse, verdict", [(0.99, "did_not_learn"), (0.97, "overfit")])
+def test_did_not_learn_in_regression_is_a_validation_r2_near_zero(val_mse, verdict):
+    assert diagnose(regression(mse=0.05, val_mse=val_mse), baseline=1.0).verdict == verdict
+
+
+def test_a_training_loss_that_climbs_back_is_unstable():
+    loss = np.concatenate([np.linspace(1.0, 0.2, 50), np.linspace(0.2, 0.6, 50)])
+    d = diagnose(classification(N, loss=loss, val_loss=loss + 0.05))
+    assert d.verdict == "unstable" and "diverged" in d.reason
+    calm = np.concatenate([np.linspace(1.0, 0.2, 50), np.linspace(0.2, 0.24, 50)])  # 20 % above: not yet
+    assert diagnose(classification(N, loss=calm, val_loss=calm + 0.05)).verdict != "unstable"
+
+
+def test_a_data_loss_that_a_strong_penalty_raises_is_not_instability():
+    loss = np.concatenate([np.linspace(1.0, 0.2, 50), np.linspace(0.2, 0.4, 50)])  # the data loss alone climbs back
+    rows = classification(N, loss=loss, val_loss=loss + 0.05)
+    penalty = np.concatenate([np.linspace(0.5, 0.3, 50), np.linspace(0.3, 0.1, 50)])  # while the penalty falls more
+    rows = [{**row, "reg_loss": p} for row, p in zip(rows, penalty)]
+    assert diagnose(rows).verdict != "unstable"
+
+
+@pytest.mark.parametrize("amplitude, verdict", [(0.08, "unstable"), (0.01, "good_fit")])
+def test_a_training_loss_that_jumps_from_epoch_to_epoch_is_unstable(amplitude, verdict):
+    loss = 0.3 + amplitude * np.random.default_rng(0).normal(size=N)
+    assert diagnose(classification(N, loss=loss, val_loss=loss + 0.05)).verdict == verdict
+
+
+def test_overfit_from_the_onset_when_the_best_epoch_is_past_it():
+    train, val = valley()
+    d = diagnose(classification(N, 0.95, 0.95, train, val), best_epoch=90)
+    assert (d.verdict, d.overfit_epoch) == ("overfit", 40)
+    assert d.reason.startswith("overfit from epoch 40")
+    assert d.best_fit_gap == pytest.approx(val[90] - train[90]) and d.final_fit_gap == pytest.approx(val[-1] - train[-1])
+
+
+def test_an_onset_after_the_best_epoch_does_not_make_the_kept_model_overfit():
+    train, val = valley()
+    d = diagnose(classification(N, 0.95, 0.95, train, val), best_epoch=40)
+    assert d.overfit_epoch == 40 and d.verdict == "good_fit"  # the model kept is the bottom of the valley's
+
+
+def plateau_then_rise(rise):
+    """Validation loss flat at 0.5 up to epoch 40, then up linearly to 0.5 + rise at the last epoch."""
+    train, _ = valley()
+    return train + 0.3, 0.5 + rise * np.maximum(0, np.arange(N) - 40) / (N - 1 - 40)
+
+
+@pytest.mark.parametrize("rise, verdict", [(0.048, "good_fit"), (0.052, "overfit")])
+def test_overfit_when_the_validation_loss_at_the_best_epoch_is_ten_percent_above_its_minimum(rise, verdict):
+    d = diagnose(classification(N, 0.95, 0.95, *plateau_then_rise(rise)))
+    assert d.overfit_epoch == 40 and d.verdict == verdict
+
+
+@pytest.mark.parametrize("val_bce, verdict", [(0.39, "good_fit"), (0.41, "overfit")])
+def test_overfit_when_the_validation_measure_is_over_twice_the_training_one(val_bce, verdict):
+    d = diagnose(classification(loss=np.full(20, 0.2), val_loss=np.full(20, val_bce)))
+    assert (d.verdict, d.fit_measure) == (verdict, "val_bce - bce")
+    assert d.best_fit_gap == pytest.approx(val_bce - 0.2)
+
+
+def test_a_tiny_classification_gap_is_not_overfitting_even_if_relatively_large():
+    d = diagnose(classification(loss=np.full(20, 0.01), val_loss=np.full(20, 0.05)))
+    assert d.verdict == "good_fit"  # 5x, but 0.04 nats < OVERFIT_GAP
+
+
+@pytest.mark.parametrize("val_mse, verdict", [(0.19, "good_fit"), (0.21, "overfit")])
+def test_the_regression_gap_is_scale_free_and_bounded(val_mse, verdict):
+    d = diagnose(regression(mse=0.1, val_mse=val_mse))
+    assert d.verdict == verdict and d.best_fit_gap == pytest.approx((val_mse - 0.1) / (val_mse + 0.1))
+    assert diagnose(regression(mse=1e-9, val_mse=1e-9)).verdict == "good_fit"  # a linear fit of noise-free data
+
+
+def test_both_losses_still_falling_at_the_best_epoch_is_still_improving():
+    falling = 1.0 / np.arange(1, 21)  # the last two-epoch strip is ~10 % below the one before
+    d = diagnose(classification(accuracy=0.98, val_accuracy=0.97, loss=falling, val_loss=falling * 1.1))
+    assert d.verdict == "still_improving" and "train longer" in d.reason
+    flat_val = np.full(20, 0.08)  # only the training loss falls: not still improving
+    assert diagnose(classification(accuracy=0.98, val_accuracy=0.97, loss=falling, val_loss=flat_val)).verdict \
+        == "good_fit"
+    early = diagnose(classification(accuracy=0.98, val_accuracy=0.97, loss=falling, val_loss=falling * 1.1),
+                     best_epoch=5)
+    assert early.verdict == "good_fit"  # the score comes from epoch 5: what came after does not judge it
 
 
 @pytest.mark.parametrize("accuracy, verdict", [(0.899, "underfit"), (0.9, "good_fit")])
 def test_the_training_accuracy_threshold(accuracy, verdict):
-    assert diagnose(classification(accuracy=accuracy, val_accuracy=accuracy)).verdict == verdict
+    assert diagnose(classification(accuracy=accuracy, val_accuracy=accuracy), baseline=0.5).verdict == verdict
 
 
-@pytest.mark.parametrize("val_mse, verdict", [(0.149, "good_fit"), (0.151, "overfit")])
-def test_the_relative_mse_threshold_for_regression(val_mse, verdict):
-    d = diagnose(regression(mse=0.1, val_mse=val_mse))
-    assert (d.verdict, d.fit_measure) == (verdict, "relative_mse_gap")
-    assert d.fit_gap_at_final == pytest.approx((val_mse - 0.1) / 0.1)
+def test_regression_underfit_is_a_training_r2_below_ninety_percent():
+    assert diagnose(regression(mse=0.2, val_mse=0.2), baseline=1.0).verdict == "underfit"
+    assert diagnose(regression(mse=0.05, val_mse=0.05), baseline=1.0).verdict == "good_fit"
 
 
-def test_both_losses_still_falling_at_the_end_is_underfit():
-    falling = 1.0 / np.arange(1, 21)  # the last two-epoch strip is ~10 % below the one before
-    d = diagnose(classification(accuracy=0.95, val_accuracy=0.94, loss=falling, val_loss=falling * 1.1))
-    assert d.verdict == "underfit" and "still falling" in d.reason
-    flat_val = np.full(20, 0.3)  # only the training loss falls: not underfit
-    assert diagnose(classification(accuracy=0.95, val_accuracy=0.94, loss=falling, val_loss=flat_val)).verdict \
-        == "good_fit"
-
-
-def test_the_gaps_are_read_at_the_best_and_the_final_epoch():
+def test_the_verdict_is_read_at_the_best_epoch():
     rows = classification(accuracy=0.95, val_accuracy=0.95)
-    rows[3] = {**rows[3], "accuracy": 0.9, "val_accuracy": 0.8, "gap": 0.7}
+    rows[3] = {**rows[3], "accuracy": 0.8, "val_accuracy": 0.8}
+    assert diagnose(rows).verdict == "good_fit"
     d = diagnose([EpochRecord(0, i, m) for i, m in enumerate(rows)], best_epoch=3)
-    assert d.fit_gap_at_best == pytest.approx(0.1) and d.fit_gap_at_final == pytest.approx(0.0)
-    assert d.gap_at_best == 0.7 and d.gap_at_final == pytest.approx(0.05)
+    assert d.verdict == "underfit" and "best epoch 3" in d.reason
+
+
+def test_data_facts_are_the_trivial_predictions_validation_scores():
+    y_train, y_val = np.array([[1.0], [1.0], [0.0]]), np.array([[1.0], [0.0], [0.0], [0.0]])
+    assert data_facts("binary", y_train, y_val) == (4, 0.25)
+    assert data_facts("multiclass", np.array([2, 2, 1]), np.array([2, 0])) == (2, 0.5)
+    assert data_facts("regression", np.array([[1.0], [3.0]]), np.array([[2.0], [4.0]])) == (2, 2.0)
+
+
+def test_every_verdict_is_documented():
+    assert set(diagnosis.VERDICTS) == {"did_not_learn", "unstable", "overfit", "still_improving", "underfit",
+                                       "good_fit"}
+    for verdict in diagnosis.VERDICTS:
+        assert verdict in diagnosis.__doc__
 
 
 def test_no_epochs_no_verdict_and_the_tags():
     assert diagnose([]).verdict is None and diagnose([]).tags() == {"fitgap.verdict_reason": "no epochs"}
-    tags = diagnose(classification(accuracy=0.96, val_accuracy=0.90)).tags()
-    assert tags["fitgap.verdict"] == "overfit" and tags["fitgap.fit_measure"] == "accuracy_gap"
-    assert tags["fitgap.fit_gap_final"] == "0.06" and "fitgap.overfit_epoch" not in tags
+    d = diagnose(classification(loss=np.full(20, 0.2), val_loss=np.full(20, 0.5)))
+    tags = d.tags()
+    assert tags["fitgap.verdict"] == "overfit" and tags["fitgap.fit_measure"] == "val_bce - bce"
+    assert "fitgap.overfit_epoch" not in tags
+    assert d.numbers() == {"best_fit_gap": pytest.approx(0.3), "final_fit_gap": pytest.approx(0.3)}

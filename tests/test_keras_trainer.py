@@ -156,7 +156,8 @@ def test_short_training_reports_every_epoch_with_the_agreed_metrics():
         assert set(m) == set(epoch_metrics("binary"))
         assert all(type(v) is float and math.isfinite(v) for v in m.values())
         assert m["lr"] == pytest.approx(epoch_learning_rate(schedule, r.epoch, 1))
-        assert m["gap"] == pytest.approx(m["val_loss"] - m["loss"])
+        assert m["loss_gap"] == pytest.approx(m["val_loss"] - m["loss"])
+        assert m["fit_gap"] == pytest.approx(m["val_bce"] - m["bce"])
         assert m["accuracy_gap"] == pytest.approx(m["accuracy"] - m["val_accuracy"])
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["val_accuracy"] <= 1 and m["reg_loss"] > 0
     assert [r.metrics["lr"] for r in records] == pytest.approx([0.1, 0.1 * 0.5**0.5, 0.05, 0.1 * 0.5**1.5, 0.025])

@@ -162,7 +162,7 @@ def test_mlflow_has_a_parent_run_and_nested_trial_runs_with_curves(launched):
         assert run.data.params["activation"] == "tanh"
         assert int(run.data.params["params_total"]) == 2 * 4 + 4 + 4 + 1
         assert run.data.metrics["macs"] == 2 * 4 + 4
-        for metric in ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "gap", "accuracy_gap",
+        for metric in ("loss", "val_loss", "bce", "val_bce", "accuracy", "val_accuracy", "loss_gap", "fit_gap", "accuracy_gap",
                        "reg_loss", "lr"):
             history = sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
             assert [m.step for m in history] == [0, 1, 2, 3], metric

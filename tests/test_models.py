@@ -163,6 +163,50 @@ def test_each_optimizer_differs_from_sgd_and_uses_its_own_parameter(optimizer, o
         assert first != pytest.approx(second, rel=1e-4)
 
 
+def test_the_courses_momentum_at_lr_is_keras_momentum_at_a_tenth_of_it():
+    """m = 0.9 m + 0.1 g; w -= lr m is v = 0.9 v - (0.1 lr) g; w += v with v = -lr m: the same training."""
+    course = curve(run(optimizer="sgdm", momentum_form="course", learning_rate=0.1, epochs=3)[1])
+    assert course == pytest.approx(curve(run(optimizer="sgdm", learning_rate=0.01, epochs=3)[1]), rel=1e-4)
+    assert course != pytest.approx(curve(run(optimizer="sgdm", learning_rate=0.1, epochs=3)[1]), rel=1e-2)
+
+
+@pytest.mark.parametrize("start", [0.0, 0.1])
+def test_adagrads_first_step_starts_from_its_initial_accumulator(start):
+    """One full-batch step: w -= lr g / sqrt(start + g**2 + 1e-7); from the course's 0, about lr * sign(g)."""
+    params = {"hidden": [3], "optimizer": "adagrad", "initial_accumulator": start, "learning_rate": 0.01}
+    keras.utils.set_random_seed(0)
+    model = build_model(params, 2)
+    with tf.GradientTape() as tape:
+        value = keras.losses.BinaryCrossentropy(from_logits=True)(DOT.y_train, model(DOT.x_train, training=True))
+    before = [v.numpy() for v in model.trainable_variables]
+    grads = [g.numpy() for g in tape.gradient(value, model.trainable_variables)]
+    trained = run(seed=0, epochs=1, batch_size=len(DOT.x_train), **params)[2]
+    steps = [v.numpy() - old for v, old in zip(trained.trainable_variables, before)]
+    for step, g in zip(steps, grads):
+        np.testing.assert_allclose(step, -0.01 * g / np.sqrt(start + g**2 + 1e-7), rtol=1e-3, atol=1e-7)
+    assert (max(np.abs(s).max() for s in steps) == pytest.approx(0.01, rel=1e-3)) == (start == 0)
+
+
+def test_without_shuffle_every_epoch_visits_the_rows_in_their_stored_order():
+    for epoch in range(3):
+        np.testing.assert_array_equal(batch_order(5, epoch, 240, shuffle=False), np.arange(240))
+    params = {"learning_rate": 0.2, "shuffle": False}
+    _, records, _ = run(seed=5, epochs=2, **params)
+    assert curve(records) != pytest.approx(curve(run(seed=5, epochs=2, learning_rate=0.2)[1]), rel=1e-4)
+
+    keras.utils.set_random_seed(5)
+    model = build_model({"hidden": [11], **params}, 2)
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    for epoch in range(2):
+        for start in range(0, 240, 32):
+            rows = slice(start, start + 32)
+            with tf.GradientTape() as tape:
+                value = loss(DOT.y_train[rows], model(DOT.x_train[rows], training=True))
+            for variable, grad in zip(model.trainable_variables, tape.gradient(value, model.trainable_variables)):
+                variable.assign_sub(0.2 * grad)
+    assert records[-1].metrics["loss"] == pytest.approx(float(loss(DOT.y_train, model(DOT.x_train))), rel=1e-4)
+
+
 def test_decay_unit_step_follows_the_step_formula_batch_by_batch():
     params = {"learning_rate": 0.2, "decay_rate": 0.5, "decay_steps": 4, "decay_unit": "step"}
     _, records, _ = run(seed=5, epochs=2, **params)
@@ -329,6 +373,16 @@ CNN = {
     "conv": [{"filters": 4, "kernel": 3, "padding": "same", "batch_norm": True, "pool": "max"},
              {"filters": 6, "kernel": 3, "stride": 2, "padding": "valid"}],
 }
+
+
+def test_without_bias_no_dense_or_conv_layer_has_one_and_the_count_says_so():
+    mlp = build_model({"hidden": [11], "use_bias": False}, 2)
+    assert not any(layer.use_bias for layer in mlp.layers if isinstance(layer, L.Dense))
+    assert count(mlp)["params_total"] == 2 * 11 + 11 * 1  # the course's linear models: weights only
+    cnn = count(build_model({**CNN, "use_bias": False}, 64, task="multiclass", units=3))
+    assert cnn["params_total"] == (40 - 4) + 16 + (222 - 6) + (35 - 5) + (18 - 3)  # test_cnn_complexity_by_hand's
+    outcome, records, _ = run(use_bias=False, epochs=3)
+    assert outcome.complexity["params_total"] == 33 and curve(records)[-1] < curve(records)[0]
 
 
 def test_cnn_complexity_by_hand():

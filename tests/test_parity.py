@@ -66,6 +66,12 @@ VARIANTS = {
     # a second member per optimizer, so that each optimizer's fused batch holds different trials
     **{f"optimizer={name}, tanh": ("dot", {"optimizer": name, "learning_rate": 0.01, "activation": "tanh", **own})
        for name, own in OPTIMIZERS.items()},
+    # the course's forms, each in a fused batch with Keras's
+    "momentum_form=course": ("dot", {"optimizer": "sgdm", "learning_rate": 0.1, "momentum": 0.8,
+                                     "momentum_form": "course"}),
+    "initial_accumulator=0": ("dot", {"optimizer": "adagrad", "learning_rate": 0.02, "initial_accumulator": 0.0}),
+    "use_bias=false": ("dot", {"use_bias": False}),
+    "shuffle=false": ("dot", {"shuffle": False}),
     **{f"multiclass loss={loss}": ("blobs", {"loss": loss}) for loss in
        ("softmax_cross_entropy", "sparse_categorical_crossentropy", "categorical_crossentropy", "mse")},
     **{f"regression loss={loss}": ("sales", {"loss": loss}) for loss in ("mse", "mae", "huber")},
@@ -120,6 +126,7 @@ RUNNERS = [f"{executor}, xla {mode}" for executor in ("compiled", "fused") for m
 # Without XLA the graphs run TensorFlow's own kernels, the keras executor's: one variant of each kind of factor
 WITHOUT_XLA = ["base", "activation=leaky_relu", "loss=huber", "regularizer=l1_l2", "decay per step, staircase",
                "narrower and glorot", *(f"optimizer={name}" for name in OPTIMIZERS),
+               "momentum_form=course", "initial_accumulator=0", "use_bias=false",
                "multiclass loss=softmax_cross_entropy", "regression loss=asymmetric"]
 
 
@@ -333,8 +340,12 @@ def test_what_a_fused_batch_needs_equal_and_what_may_differ():
     key = fuse_group_key(base)
     for differs in ({"learning_rate": 0.3, "decay_rate": 0.5, "decay_steps": 7, "decay_unit": "step"},
                     {"activation": "tanh"}, {"loss": "mse"}, {"regularizer": "l1", "regularization_weight": 0.1},
-                    {"hidden": [3]}, {"initializer": "glorot_uniform"}, {"early_stopping": 5}):
+                    {"hidden": [3]}, {"initializer": "glorot_uniform"}, {"early_stopping": 5}, {"use_bias": False},
+                    {"shuffle": False}):
         assert fuse_group_key({**base, **differs}) == key, differs
+    for optimizer, differs in (("sgdm", {"momentum_form": "course"}), ("adagrad", {"initial_accumulator": 0.0})):
+        own = {**base, "optimizer": optimizer}
+        assert fuse_group_key({**own, **differs}) == fuse_group_key(own), differs
     for must_match in ({"optimizer": "adam"}, {"batch_size": 16}, {"epochs": 50}, {"hidden": [11, 11]},
                        {"standardize": True}):
         assert fuse_group_key({**base, **must_match}) != key, must_match

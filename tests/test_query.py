@@ -42,7 +42,7 @@ def make_trials(study: str, count: int, seed: int) -> list[TrialRecord]:
         failed = number % 7 == 6
         epochs = () if failed else tuple(
             EpochRecord(number, e, {"loss": rng.uniform(0.1, 1), "val_loss": rng.uniform(0.1, 1),
-                                    "gap": rng.uniform(0, 0.05), "val_accuracy": rng.uniform(0.5, 1)})
+                                    "loss_gap": rng.uniform(0, 0.05), "val_accuracy": rng.uniform(0.5, 1)})
             for e in range(3))
         params = {"learning_rate": rng.choice([0.01, 0.03, 0.05, 0.1]), "staircase": rng.random() < 0.5,
                   "activation": rng.choice(["relu", "tanh", "sigmoid"]), "regularizer": rng.choice(["none", "l1", "l2"]),
@@ -140,22 +140,22 @@ def nulls_last(value, number, descending=False):
 
 
 CASES = {
-    "the course example": ("regularizer = 'l2' and best_gap < 0.02", "best_val_loss",
-                           lambda t: t.params["regularizer"] == "l2" and best(t, "gap") is not None
-                           and best(t, "gap") < 0.02,
+    "the course example": ("regularizer = 'l2' and best_loss_gap < 0.02", "best_val_loss",
+                           lambda t: t.params["regularizer"] == "l2" and best(t, "loss_gap") is not None
+                           and best(t, "loss_gap") < 0.02,
                            lambda t: nulls_last(best(t, "val_loss"), t.number)),
     "in, or, descending": ("regularizer in ('l1', 'none') or learning_rate >= 0.05", "-learning_rate",
                            lambda t: t.params["regularizer"] in ("l1", "none") or t.params["learning_rate"] >= 0.05,
                            lambda t: nulls_last(t.params["learning_rate"], t.number, descending=True)),
-    "not, parentheses, col desc": ("not (activation = 'relu' or activation = 'tanh') and best_gap is not null",
-                                   "best_gap desc",
+    "not, parentheses, col desc": ("not (activation = 'relu' or activation = 'tanh') and best_loss_gap is not null",
+                                   "best_loss_gap desc",
                                    lambda t: t.params["activation"] == "sigmoid" and t.epochs,
-                                   lambda t: nulls_last(best(t, "gap"), t.number, descending=True)),
-    "is null": ("best_gap is null", None, lambda t: not t.epochs, lambda t: t.number),
+                                   lambda t: nulls_last(best(t, "loss_gap"), t.number, descending=True)),
+    "is null": ("best_loss_gap is null", None, lambda t: not t.epochs, lambda t: t.number),
     "booleans, integers": ("staircase = true and number <= 20", None,
                            lambda t: t.params["staircase"] and t.number <= 20, lambda t: t.number),
-    "column against column": ("final_gap > best_gap", "value",
-                              lambda t: t.epochs and final(t, "gap") > best(t, "gap"),
+    "column against column": ("final_loss_gap > best_loss_gap", "value",
+                              lambda t: t.epochs and final(t, "loss_gap") > best(t, "loss_gap"),
                               lambda t: nulls_last(t.values[0] if t.values else None, t.number)),
     "keywords in any case": ("REGULARIZER = 'l2' AND NOT Staircase = false Or state <> 'COMPLETE'", "-NUMBER",
                              lambda t: (t.params["regularizer"] == "l2" and t.params["staircase"])
@@ -199,14 +199,14 @@ def test_the_dataframe_has_every_live_column_with_useful_dtypes(url):
     assert len(frame) == len(TRIALS)
     assert frame["number"].dtype == "Int64" and frame["params_total"].dtype == "Int64"
     assert frame["best_epoch"].dtype == "Int64" and frame["best_epoch"].isna().sum() == len(TRIALS) // 7
-    assert frame["value"].dtype == "float64" and frame["best_gap"].dtype == "float64"
+    assert frame["value"].dtype == "float64" and frame["best_loss_gap"].dtype == "float64"
     assert frame["staircase"].dtype == "boolean"
     assert pd.api.types.is_string_dtype(frame["regularizer"]) and pd.api.types.is_string_dtype(frame["hidden"])
     first = TRIALS[0]
     row = frame.iloc[0]
-    assert row["best_gap"] == first.best["gap"] and row["hidden"] == json.dumps(first.params["hidden"])
+    assert row["best_loss_gap"] == first.best["loss_gap"] and row["hidden"] == json.dumps(first.params["hidden"])
     assert bool(row["staircase"]) is first.params["staircase"]
-    assert list(trials_frame(url, STUDY, columns=["Number", "best_gap"], limit=2).columns) == ["number", "best_gap"]
+    assert list(trials_frame(url, STUDY, columns=["Number", "best_loss_gap"], limit=2).columns) == ["number", "best_loss_gap"]
 
 
 def test_known_studies(url):
@@ -216,25 +216,25 @@ def test_known_studies(url):
 # ---------------------------------------------------------------- bad input: one line, exit 2
 
 
-@pytest.mark.parametrize("option, value", [("--where", "best_gpa < 0.02"), ("--order-by", "-best_gpa"),
-                                           ("--columns", "number,best_gpa")])
+@pytest.mark.parametrize("option, value", [("--where", "best_lss_gap < 0.02"), ("--order-by", "-best_lss_gap"),
+                                           ("--columns", "number,best_lss_gap")])
 def test_unknown_column_is_one_line_naming_close_matches(sqlite_url, option, value):
-    line = assert_refused(run("query", STUDY, "--results-url", sqlite_url, option, value), "unknown column 'best_gpa'")
-    assert "best_gap" in line
+    line = assert_refused(run("query", STUDY, "--results-url", sqlite_url, option, value), "unknown column 'best_lss_gap'")
+    assert "best_loss_gap" in line
 
 
 @pytest.mark.parametrize("where, expected", [
-    ("best_gap <", "but got the end"),
-    ("best_gap < 0.02 and", "but got the end"),
-    ("(best_gap < 0.02", "expected `)`"),
+    ("best_loss_gap <", "but got the end"),
+    ("best_loss_gap < 0.02 and", "but got the end"),
+    ("(best_loss_gap < 0.02", "expected `)`"),
     ("regularizer = \"l2\"", "single quotes"),
     ("regularizer = l2", "single quotes ('l2')"),
-    ("best_gap = null", "is null"),
-    ("best_gap < 'small'", "compare it with a number"),
+    ("best_loss_gap = null", "is null"),
+    ("best_loss_gap < 'small'", "compare it with a number"),
     ("regularizer = 2", "compare it with a 'quoted string'"),
-    ("best_gap < 0.02 regularizer = 'l2'", "expected `and`, `or` or the end"),
+    ("best_loss_gap < 0.02 regularizer = 'l2'", "expected `and`, `or` or the end"),
     ("1 < 2", "needs a column"),
-    ("best_gap ~ 1", "unexpected '~'"),
+    ("best_loss_gap ~ 1", "unexpected '~'"),
 ])
 def test_a_where_syntax_error_is_one_line(sqlite_url, where, expected):
     assert_refused(run("query", STUDY, "--results-url", sqlite_url, "--where", where), expected)
@@ -253,7 +253,7 @@ def test_unknown_study_lists_the_known_ones(url):
     line = assert_refused(run("query", "nope", "--results-url", url), "no study 'nope'")
     assert "known studies: course, other" in line
     with pytest.raises(QueryError, match="known studies: course, other"):
-        trials_frame(url, "nope", where="best_gap < 1")
+        trials_frame(url, "nope", where="best_loss_gap < 1")
 
 
 def test_a_missing_results_database_is_an_error_and_is_not_created(tmp_path):
@@ -267,22 +267,22 @@ def test_a_missing_results_database_is_an_error_and_is_not_created(tmp_path):
 
 
 def test_formats_table_csv_json(sqlite_url):
-    args = ["query", STUDY, "--results-url", sqlite_url, "--where", "regularizer = 'l2' and final_gap < 0.04",
+    args = ["query", STUDY, "--results-url", sqlite_url, "--where", "regularizer = 'l2' and final_loss_gap < 0.04",
             "--order-by", "best_val_loss", "--limit", "5"]
-    expected = trials_frame(sqlite_url, STUDY, "regularizer = 'l2' and final_gap < 0.04", "best_val_loss", 5)
+    expected = trials_frame(sqlite_url, STUDY, "regularizer = 'l2' and final_loss_gap < 0.04", "best_val_loss", 5)
 
     table = run(*args)
     header = table.output.splitlines()[0].split()
     assert table.exit_code == 0 and len(table.output.splitlines()) == 1 + len(expected)
-    assert header[:3] == ["number", "state", "value"] and "best_gap" in header and "final_gap" in header
+    assert header[:3] == ["number", "state", "value"] and "best_fit_gap" in header and "final_loss_gap" in header
     assert "duration_s" in header and "hidden" not in header  # the readable set, plus the where's columns
 
     csv = pd.read_csv(io.StringIO(run(*args, "--format", "csv").output))
     assert list(csv.columns) == list(expected.columns)
     assert list(csv["number"]) == list(expected["number"])
 
-    records = json.loads(run(*args, "--format", "json", "--columns", "number,best_gap").output)
-    assert records == [{"number": int(n), "best_gap": g} for n, g in zip(expected["number"], expected["best_gap"])]
+    records = json.loads(run(*args, "--format", "json", "--columns", "number,best_loss_gap").output)
+    assert records == [{"number": int(n), "best_loss_gap": g} for n, g in zip(expected["number"], expected["best_loss_gap"])]
 
 
 def test_an_empty_result_says_so(sqlite_url):
@@ -396,7 +396,7 @@ def test_a_statement_returns_at_most_max_rows_unless_a_limit_is_given(url):
 def test_queries_and_exports_leave_the_sqlite_file_untouched(sqlite_url, tmp_path):
     db = sqlite_path(sqlite_url)
     before = fingerprint(db)
-    trials_frame(sqlite_url, STUDY, "best_gap < 0.02", "best_val_loss", 5)
+    trials_frame(sqlite_url, STUDY, "best_loss_gap < 0.02", "best_val_loss", 5)
     run_sql(sqlite_url, "SELECT * FROM epochs")
     export(sqlite_url, STUDY, tmp_path / "out.csv", "csv")
     for bad in (lambda: trials_frame(sqlite_url, "nope"), lambda: run_sql(sqlite_url, "selec 1")):
@@ -480,7 +480,7 @@ def test_bad_exports_are_one_line_and_write_nothing(sqlite_url, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("where", ["(" * 3000 + "best_gap < 1" + ")" * 3000, "not " * 3000 + "best_gap < 1",
+@pytest.mark.parametrize("where", ["(" * 3000 + "best_loss_gap < 1" + ")" * 3000, "not " * 3000 + "best_loss_gap < 1",
                                    "(" * 3000, "regularizer = '" + "x" * 100_000 + "' and"])
 def test_a_deeply_nested_or_huge_where_is_one_short_line(sqlite_url, where):
     line = assert_refused(run("query", STUDY, "--results-url", sqlite_url, "--where", where), "where: ")
@@ -503,13 +503,13 @@ def test_a_running_trial_is_a_row_in_state_running_that_sorts_last_and_filters_o
     with ResultsDB(url) as db:
         for trial in make_trials("live", 3, seed=3):
             db.write_trial(trial)
-        epoch = EpochRecord(3, 0, {"loss": 0.5, "val_loss": 0.6, "gap": 0.1, "val_accuracy": 0.99}, ended_at=1.0)
+        epoch = EpochRecord(3, 0, {"loss": 0.5, "val_loss": 0.6, "loss_gap": 0.1, "val_accuracy": 0.99}, ended_at=1.0)
         db.write_running(LiveRecord("live", 3, "run", {"learning_rate": 0.5, "regularizer": "l2"}, (epoch,), 3, "cpu",
                                     0, 1_700_000_000.0, 1.0, "keras"))
     frame = trials_frame(url, "live", order_by="-value")
     finished = sorted(make_trials("live", 3, seed=3), key=lambda t: -t.values[0])
     assert list(frame["number"]) == [t.number for t in finished] + [3]  # no value yet: last
     assert frame.iloc[-1]["state"] == "RUNNING" and pd.isna(frame.iloc[-1]["value"])
-    assert frame.iloc[-1]["final_gap"] == 0.1 and pd.isna(frame.iloc[-1]["best_gap"])
+    assert frame.iloc[-1]["final_loss_gap"] == 0.1 and pd.isna(frame.iloc[-1]["best_loss_gap"])
     assert list(trials_frame(url, "live", where="state = 'COMPLETE'")["number"]) == [0, 1, 2]
     assert query_text(url, "live", where="state = 'RUNNING'", format="csv").splitlines()[1].startswith("live,3,RUNNING")

@@ -5,6 +5,7 @@ the HTML report rendered by headless Chromium."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -20,6 +22,7 @@ from PIL import Image
 from fitgap.studies.api import Rerun, create, launch, report, rerun
 from fitgap.studies.stores import Stores
 from fitgap.sweeps.spec import parse_spec
+from fitgap.tracking.diagnosis import VERDICTS
 from fitgap.tracking.records import EpochRecord, TrialRecord
 from fitgap.tracking.report import build_report, to_markdown, write_report
 from fitgap.tracking.results import ResultsDB
@@ -36,7 +39,8 @@ def trial(number, regularizer="none", weight=None, gap=0.1, value=0.5, loss="bin
           values=None, params_total=17):
     """A COMPLETE binary trial whose curves are flat: its gap (val_loss - loss) and bce gap are as given."""
     bce_gap = gap if bce_gap is None else bce_gap
-    metrics = {"loss": 0.3, "val_loss": 0.3 + gap, "gap": gap, "bce": 0.3, "val_bce": 0.3 + bce_gap,
+    metrics = {"loss": 0.3, "val_loss": 0.3 + gap, "loss_gap": gap, "bce": 0.3, "val_bce": 0.3 + bce_gap,
+               "fit_gap": bce_gap,
                "accuracy": 0.95, "val_accuracy": 0.93, "accuracy_gap": 0.02, "lr": 0.01, "reg_loss": 0.0}
     params = {"regularizer": regularizer, "loss": loss, "activation": "relu", "optimizer": "sgd"}
     if weight is not None:
@@ -58,32 +62,128 @@ def document(tmp_path, records, spec=None, optuna_study=None):
 SPEC = {"objective": [{"metric": "val_bce", "direction": "minimize"}], "dataset": {"name": "dot"}}
 
 
-def test_the_trend_of_the_gap_against_the_weight_is_stated_with_its_sign(tmp_path):
-    weights_and_gaps = [(1e-4, 0.2), (1e-3, 0.15), (1e-2, 0.1), (1e-1, 0.05)]
-    records = [trial(i, "l2", w, gap=g) for i, (w, g) in enumerate(weights_and_gaps)]
+def answer(text: str) -> list[str]:
+    """The report's opening answer, line by line."""
+    section = text.split("## The answer")[1].split("\n## ")[0]
+    return [line[2:] for line in section.strip().splitlines() if line.startswith("- ")]
+
+
+def test_the_report_opens_with_the_answer_in_at_most_five_lines(tmp_path):
+    records = [trial(i, kind, 0.01 if kind != "none" else None, gap=0.1) for i, kind in
+               enumerate(["none", "l1", "l2", "l1_l2"] * 2)]
     text = to_markdown(document(tmp_path, records, SPEC))
-    assert "l2: the gap falls as log weight grows: Spearman ρ = -1.00 (strong, negative), n = 4" in text
-    assert "| l2 | [1e-4, 1e-3) | 1 | 0.2 |" in text and "| l2 | [1e-1, 1e0) | 1 | 0.05 |" in text
+    assert text.index("## The answer") < text.index("## The study") < text.index("## The best trial")
+    assert 1 < len(answer(text)) <= 5
 
 
-def test_the_arms_are_compared_by_median_and_iqr(tmp_path):
+def test_a_controlled_comparison_gives_the_difference_and_its_interval(tmp_path):
     records = [trial(i, "none", gap=0.10 + 0.01 * i, value=0.4 + 0.01 * (i - 2) ** 2) for i in range(5)]
     records += [trial(5 + i, "l2", 0.015, gap=0.02 + 0.01 * i, value=0.3 + 0.01 * (i - 2) ** 2) for i in range(5)]
+    lines = answer(to_markdown(document(tmp_path, records, SPEC)))
+    assert lines[0] == "**Controlled**: only the regularizer and its weight vary; 5 seeds per point."
+    # Welch: the gaps' sd is 0.0158 on each side, so the difference's se is 0.01 on 8 df (t = 2.306)
+    from scipy.stats import ttest_ind
+
+    p_gap = ttest_ind([0.02, 0.03, 0.04, 0.05, 0.06], [0.10, 0.11, 0.12, 0.13, 0.14], equal_var=False).pvalue
+    assert lines[1].startswith("L2 at weight 0.015 (5 vs 5 seeds): fit gap 0.12 → 0.04, lower by 0.08 (95 % CI "
+                               f"0.0569 to 0.103, p = {p_gap:.2g}); val_bce 0.42 → 0.32, better by 0.1 (95 % CI")
+
+
+def test_no_direction_is_claimed_for_a_difference_within_its_interval(tmp_path):
+    records = [trial(i, "none", gap=g, value=v) for i, (g, v) in enumerate([(0.10, 0.4), (0.14, 0.5), (0.12, 0.3)])]
+    records += [trial(3 + i, "l2", 0.01, gap=g, value=v) for i, (g, v) in enumerate([(0.11, 0.5), (0.13, 0.3),
+                                                                                     (0.09, 0.4)])]
+    [design, line] = answer(to_markdown(document(tmp_path, records, SPEC)))
+    assert "no clear difference" in line and "no clear change" in line
+    assert not re.search(r"lower|higher|better|costs", line)
+    assert "%" not in line.replace("95 %", "")  # no percentages of values that cross zero
+
+
+def test_an_observational_study_says_so_and_names_the_controlled_follow_up(tmp_path):
+    records = [trial(i, "none" if i % 2 else "l2", None if i % 2 else 10 ** -(1 + i % 3), gap=0.1 + 0.01 * i)
+               for i in range(8)]
+    records = [dataclasses.replace(r, params={**r.params, "learning_rate": 0.01 * (1 + r.number)}) for r in records]
+    lines = answer(to_markdown(document(tmp_path, records, SPEC)))
+    assert lines[0].startswith("**Observational**: learning_rate varies between trials too")
+    assert "`fitgap path s`" in lines[0]
+    assert lines[1].startswith("L2 (4 trials, weights 0.001 to 0.1) vs none (4):")
+
+
+def test_one_seed_per_point_is_never_called_seed_spread(tmp_path):
+    records = [trial(0, "none", gap=0.3), trial(1, "l2", 0.01, gap=0.1)]
+    lines = answer(to_markdown(document(tmp_path, records, SPEC)))
+    assert lines[0] == "**Controlled**: only the regularizer and its weight vary; one seed per point (no seed spread measured)."
+    assert "no interval: one observation" in lines[1] and "lower" not in lines[1]
+
+
+def path_records(base_gap=0.3):
+    """A controlled path: none and l2 at three weights, three seeds each (separate trials); the gap falls with the
+    weight, and val_accuracy rises up to 1e-3 then drops."""
+    records, number = [], 0
+    points = [("none", None, base_gap, 0.85), ("l2", 1e-4, 0.25, 0.86), ("l2", 1e-3, 0.1, 0.9),
+              ("l2", 1e-2, 0.02, 0.7)]
+    for kind, weight, gap, accuracy in points:
+        for seed in range(3):
+            jitter = 0.005 * (seed - 1)
+            records.append(trial(number, kind, weight, gap=gap + jitter, value=accuracy + jitter))
+            number += 1
+    return records
+
+
+ACCURACY = {"objective": [{"metric": "val_accuracy", "direction": "maximize"}], "dataset": {"name": "dot"}}
+
+
+def test_a_controlled_path_names_the_weight_that_best_trades_gap_against_the_objective(tmp_path):
+    doc = document(tmp_path, path_records(), ACCURACY)
+    text = to_markdown(doc)
+    lines = answer(text)
+    assert lines[0] == "**Controlled**: only the regularizer and its weight vary; 3 seeds per point."
+    assert lines[1].startswith("L2 at weight 0.001, the best trade of 3 weights (3 vs 3 seeds): fit gap 0.3 → 0.1, "
+                               "lower by 0.2")
+    assert "val_accuracy 0.85 → 0.9, better by 0.05" in lines[1]
+    assert "## The regularization path" in text and "L2: the best trade is weight 0.001" in text
+    assert {"path_gap.png", "path_objective.png", "path_curves.png"} <= set(doc.images)
+    assert "## Regularization\n" not in text  # the observational sections give way to the path
+
+
+def test_a_path_whose_baseline_does_not_overfit_says_none_helps_and_why(tmp_path):
+    records = [r for r in path_records(base_gap=0.02)]
+    lines = answer(to_markdown(document(tmp_path, records, ACCURACY)))
+    assert lines[1].startswith("L2 at weight 0.01, the lowest fit gap of 3 weights (3 vs 3 seeds): fit gap 0.02 → 0.02")
+    assert lines[1].endswith("No weight helps here: the unregularized model hardly overfits here (fit gap 0.02): "
+                             "there is little to fix.")
+
+
+def test_a_trend_is_worded_by_what_it_shows(tmp_path):
+    weights_and_gaps = [(1e-4, 0.2), (1e-3, 0.15), (1e-2, 0.1), (1e-1, 0.05), (1e-5, 0.25)]
+    records = [trial(i, "l2", w, gap=g) for i, (w, g) in enumerate(weights_and_gaps)]
+    records = [dataclasses.replace(r, params={**r.params, "learning_rate": 0.01 * (1 + r.number)}) for r in records]
     text = to_markdown(document(tmp_path, records, SPEC))
-    assert ("L2 lowers the median gap, from 0.12 (IQR [0.11, 0.13], n = 5) without regularization to 0.04 "
-            "(IQR [0.03, 0.05], n = 5) with it: by 0.08 (67%). The interquartile ranges do not overlap.") in text
-    assert "Mann-Whitney U two-sided p = 0.0079" in text
-    assert "| none | 2 |" in text and "| l2 | 7 |" in text  # the best trial per type: lowest val_bce, then number
+    assert "l2: the fit gap falls strongly as log weight grows (Spearman ρ = -1.00, n = 5, p = " in text
+    assert "| l2 | [1e-4, 1e-3) | 1 | 0.2 |" in text and "| l2 | [1e-1, 1e0) | 1 | 0.05 |" in text
+    from fitgap.tracking.analysis import trend_text
+
+    flat = trend_text(pd.Series([1, 2, 3, 4, 5]), pd.Series([0.2, 0.1, 0.3, 0.15, 0.2]), "log weight", "the gap")
+    assert flat.startswith("no clear trend of the gap with log weight (Spearman ρ = +0.10")
 
 
-def test_when_the_loss_varies_gaps_are_compared_on_a_loss_independent_measure(tmp_path):
-    # Each trial's own gap says mse overfits less; on cross-entropy it is the other way round.
+def test_the_fit_gap_is_the_same_whatever_the_loss(tmp_path):
+    # Each trial's own gap says mse overfits less; on cross-entropy, the fit gap, it is the other way round.
     records = [trial(0, gap=0.5, bce_gap=0.01, loss="binary_crossentropy"), trial(1, gap=0.6, bce_gap=0.02),
                trial(2, gap=0.01, bce_gap=0.3, loss="mse"), trial(3, gap=0.02, bce_gap=0.4, loss="mse")]
     text = to_markdown(document(tmp_path, records, SPEC))
-    assert "bce gap at the best epoch (val_bce − bce: the loss varies" in text
+    assert "fit gap at the best epoch (val_bce - bce)" in text
     assert "| binary_crossentropy | 2 | 0.015 |" in text and "| mse | 2 | 0.35 |" in text
-    assert "Smallest median gap: loss = binary_crossentropy" in text
+
+
+def test_the_best_score_carries_its_interval_and_the_trials_it_is_not_told_apart_from(tmp_path):
+    records = [dataclasses.replace(trial(i, value=v), val_size=60, test_metrics={"test_accuracy": 0.8})
+               for i, v in enumerate([0.95, 0.9, 0.93, 0.6])]
+    text = to_markdown(document(tmp_path, records, ACCURACY))
+    best = text.split("## The best trial")[1].split("\n## ")[0]
+    assert "Trial 0: val_accuracy 0.95" in best
+    assert "val_accuracy 0.95, 95 % interval 0.863 to 0.9829 on 60 validation rows: 2 other trials within it" in best
+    assert "a small validation set (60 rows)" in best and "test_accuracy 0.8" in best
 
 
 def test_an_empty_study_gets_a_report_that_says_what_is_missing(tmp_path):
@@ -225,8 +325,9 @@ def test_each_trial_is_diagnosed_in_the_results_and_tagged_with_its_plots_in_mlf
     assert small["summary"].counts == {"COMPLETE": 7}
     with ResultsDB(small["stores"].results_url) as db:
         rows = db.trials("small")
-    assert all(r["verdict"] in ("underfit", "good_fit", "overfit") and r["executor"] == "fused" for r in rows)  # auto: an mlp fuses
-    assert all(r["fit_measure"] == "accuracy_gap" and r["final_fit_gap"] is not None for r in rows)
+    assert all(r["verdict"] in VERDICTS and r["executor"] == "fused" for r in rows)  # auto: an mlp fuses
+    assert all(r["fit_measure"] == "val_bce - bce" and r["final_fit_gap"] is not None for r in rows)
+    assert all(r["val_size"] == 60 and 0.5 < r["val_baseline"] < 0.8 for r in rows)  # the dot data's majority class
     client = small["client"]
     for row in rows:
         run = client.get_run(row["mlflow_run_id"])
@@ -244,16 +345,18 @@ def test_each_trial_is_diagnosed_in_the_results_and_tagged_with_its_plots_in_mlf
 def test_the_report_has_the_tables_trends_importances_and_valid_plots(small):
     path = report("small", small["root"] / "md", "md", workspace=small["workspace"])
     text = path.read_text()
-    assert "| regularizer | weight bin (log) | trials | median gap | gap IQR | median val_bce | overfit |" in text
+    assert "| regularizer | weight bin (log) | trials | median fit gap | fit gap IQR | median val_bce | overfit |" in text
     assert re.search(r"\| none \| — \| [1-5] \|", text) and re.search(r"\| l2 \| \[1e-1, 1e0\) \|", text)
-    assert re.search(r"^- l2: the gap (falls|rises|does not change) as log weight grows: Spearman ρ = [-+]\d\.\d\d "
-                     r"\(\w+, (negative|positive|zero)\), n = \d", text, re.M)
-    assert re.search(r"^- L2 (lowers|raises|leaves unchanged) the median gap, from ", text, re.M)
+    assert re.search(r"^- l2: (the fit gap (falls|rises) \w+ as log weight grows|no clear trend of the fit gap with log "
+                     r"weight) \(Spearman ρ = [-+]\d\.\d\d, n = \d", text, re.M)
+    assert re.search(r"^- \*\*Observational\*\*: activation varies between trials too", text, re.M)
+    assert re.search(r"^- L2 \(\d trials, weights [\d.e-]+ to [\d.e-]+\) vs none \(\d\): fit gap ", text, re.M)
     assert re.search(r"\| regularization_weight \| [\d.]+ \| \d of 7 \(conditional\) \|", text)
     assert "| activation | " in text and "Left out: none" in text
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert {"gap_vs_weight.png", "objective_vs_weight.png", "curves_best.png", "boundaries_best.png",
-            "complexity_frontier.png", "importances.png", "history.png"} <= set(images)
+            "importances.png", "history.png"} <= set(images)
+    assert "complexity_frontier.png" not in images  # one model size: nothing to compare
     assert all(is_png((path.parent / name).read_bytes()) for name in images)
     assert "What is missing" not in text or "decision boundaries" not in text
 
@@ -395,4 +498,4 @@ def test_a_running_trial_is_counted_by_its_state_and_left_out_of_the_tables(tmp_
                                     "keras"))
         text = to_markdown(build_report("s", db.trials("s"), lambda n: db.epochs("s", n), SPEC))
     assert "Study **s**: 2 COMPLETE, 1 RUNNING." in text
-    assert "| none | — | 2 |" in text and "| l2 |" not in text  # only COMPLETE trials are compared
+    assert "this study has only none" in text and "| l2 |" not in text  # only COMPLETE trials are compared

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -291,7 +292,7 @@ def test_test_metrics_repeats_and_the_new_params_have_columns(db):
 
 
 def test_a_regression_trial_leaves_the_classification_metrics_null(db):
-    metrics = {"loss": 0.3, "val_loss": 0.4, "mse": 0.3, "val_mse": 0.4, "mae": 0.5, "val_mae": 0.6, "gap": 0.1,
+    metrics = {"loss": 0.3, "val_loss": 0.4, "mse": 0.3, "val_mse": 0.4, "mae": 0.5, "val_mae": 0.6, "loss_gap": 0.1,
                "reg_loss": 0.0, "lr": 0.01}
     db.write_trial(record(epochs=(EpochRecord(trial=0, epoch=0, metrics=metrics),), best_epoch=0))
 
@@ -345,29 +346,60 @@ def test_a_database_at_0002_is_migrated_to_the_diagnosis_columns(tmp_path):
 
     with ResultsDB(url) as db:
         [row] = db.trials("old")
-        assert (row["best_gap"], row["repeats"]) == (0.125, 2)
+        assert (row["best_loss_gap"], row["repeats"]) == (0.125, 2)  # renamed by 0006, its value kept
         assert all(row[c] is None for c in ("executor", "verdict", "overfit_epoch", "fit_measure", "final_fit_gap"))
 
 
 def overfitting_epochs(n=40, onset=15):
-    """Training loss falls all along; validation loss bottoms out at `onset` and climbs; accuracies part ways."""
+    """Training loss falls all along; validation loss bottoms out at `onset` and climbs."""
     return tuple(EpochRecord(trial=0, epoch=i, metrics={
-        "loss": 1.0 / (i + 1), "val_loss": 0.3 + 0.01 * (i - onset) ** 2 / 10, "gap": 0.0,
-        "accuracy": min(1.0, 0.7 + 0.01 * i), "val_accuracy": 0.8, "accuracy_gap": 0.0}) for i in range(n))
+        "loss": 1.0 / (i + 1), "val_loss": 0.3 + 0.01 * (i - onset) ** 2 / 10, "bce": 1.0 / (i + 1),
+        "val_bce": 0.3 + 0.01 * (i - onset) ** 2 / 10, "fit_gap": 0.3 + 0.01 * (i - onset) ** 2 / 10 - 1.0 / (i + 1),
+        "accuracy": min(1.0, 0.7 + 0.01 * i), "val_accuracy": 0.8}) for i in range(n))
 
 
 def test_each_trial_is_stored_with_its_diagnosis_and_executor(db):
-    db.write_trial(record(epochs=overfitting_epochs(), best_epoch=15, executor="compiled"))
+    db.write_trial(record(epochs=overfitting_epochs(), best_epoch=39, executor="compiled", val_size=60,
+                          val_baseline=0.64, per_repeat=({"value": 0.5, "fit_gap": 0.1}, {"value": 0.7, "fit_gap": 0.2})))
     db.write_trial(record(number=1, state="FAIL", epochs=(), best_epoch=None, values=None))
 
     overfit, failed = db.trials("s")
     assert overfit["executor"] == "compiled" and overfit["verdict"] == "overfit"
-    assert overfit["overfit_epoch"] == 15 and overfit["fit_measure"] == "accuracy_gap"
-    assert overfit["best_fit_gap"] == pytest.approx(0.85 - 0.8)
-    assert overfit["final_fit_gap"] == pytest.approx(1.0 - 0.8)
-    assert "accuracy_gap" in overfit["verdict_reason"]
+    assert overfit["overfit_epoch"] == 15 and overfit["fit_measure"] == "val_bce - bce"
+    assert overfit["best_fit_gap"] == pytest.approx(0.3 + 0.01 * 24 ** 2 / 10 - 1 / 40)  # the epoch metric's
+    assert overfit["verdict_reason"].startswith("overfit from epoch 15")
+    assert (overfit["val_size"], overfit["val_baseline"]) == (60, 0.64)
+    assert json.loads(overfit["repeats_json"]) == [{"value": 0.5, "fit_gap": 0.1}, {"value": 0.7, "fit_gap": 0.2}]
     assert failed["verdict"] is None and failed["overfit_epoch"] is None and failed["verdict_reason"] is None
-    assert failed["executor"] == "keras"
+    assert failed["executor"] == "keras" and failed["repeats_json"] is None
+
+
+def test_a_database_at_0004_is_migrated_renaming_the_loss_gap_and_keeping_the_epochs(tmp_path):
+    """0006 renames the trial's own-loss gap (`gap` -> `loss_gap`) in place: values and epochs survive."""
+    url = database_at(tmp_path, "0004", "best_gap, final_gap, best_fit_gap, fit_measure",
+                      "0.125, 0.25, 0.05, 'accuracy_gap'", 0.7)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE epochs SET gap = 0.5"))
+    engine.dispose()
+
+    with ResultsDB(url) as db:
+        [row] = db.trials("old")
+        assert (row["best_loss_gap"], row["final_loss_gap"]) == (0.125, 0.25)
+        assert (row["best_fit_gap"], row["fit_measure"]) == (0.05, "accuracy_gap")  # the old measure, named
+        assert row["val_size"] is None and row["repeats_json"] is None
+        [epoch] = db.epochs("old", 0)
+        assert (epoch["loss"], epoch["loss_gap"], epoch["fit_gap"]) == (0.7, 0.5, None)
+
+
+def test_a_study_is_linked_to_the_trial_it_started_from(db):
+    assert db.parent_of("child") is None
+    db.link_study("child", "parent", 7, "path")
+    db.link_study("child", "parent", 8, "path")  # linking again replaces
+    link = db.parent_of("child")
+    assert (link["parent_study"], link["parent_trial"], link["kind"]) == ("parent", 8, "path")
+    db.delete_study("child")
+    assert db.parent_of("child") is None
 
 
 def live(number=0, study="s", epochs=range(3), **changes) -> LiveRecord:

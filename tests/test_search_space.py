@@ -47,8 +47,21 @@ def sample(spec, n=200, seed=0):
 # ---- built-in conditions ----------------------------------------------------------------------------------------------
 
 PARENT_CHOICES = {"activation": ["relu", "leaky_relu"], "loss": ["mse", "asymmetric"],
-                  "regularizer": ["none", "l1", "l2", "l1_l2"], "optimizer": ["sgd", "sgdm", "rmsprop", "adam"]}
+                  "regularizer": ["none", "l1", "l2", "l1_l2"],
+                  "optimizer": ["sgd", "sgdm", "adagrad", "rmsprop", "adam"]}
 LOW_HIGH = {"regularization_weight": (1e-4, 1e-2), "cost": (1.0, 9.0), "profit": (1.0, 9.0)}
+CHOICES = {"momentum_form": ["keras", "course"]}  # the conditional str hyperparameters; the others are floats
+
+
+def dimension(name: str) -> dict:
+    if name in CHOICES:
+        return {"type": "categorical", "choices": CHOICES[name]}
+    low, high = LOW_HIGH.get(name, (0.1, 0.5))
+    return {"type": "float", "low": low, "high": high}
+
+
+def fixed_value(name: str):
+    return CHOICES[name][-1] if name in CHOICES else LOW_HIGH.get(name, (0.1, 0.5))[1]
 
 
 def weight_for(name: str) -> dict:
@@ -58,8 +71,7 @@ def weight_for(name: str) -> dict:
 
 def conditional_search(name: str, when: list | None) -> dict:
     parent, _ = CONDITIONS[name]
-    low, high = LOW_HIGH.get(name, (0.1, 0.5))
-    dim = {"type": "float", "low": low, "high": high, **({"when": {parent: when}} if when is not None else {})}
+    dim = {**dimension(name), **({"when": {parent: when}} if when is not None else {})}
     return {parent: {"type": "categorical", "choices": PARENT_CHOICES[parent]}, name: dim}
 
 
@@ -86,12 +98,11 @@ def test_a_conditional_dimension_needs_its_when_and_exists_only_where_it_holds(n
 def test_a_conditional_hyperparameter_under_a_fixed_parent_that_excludes_it_is_refused(name):
     parent, allowed = CONDITIONS[name]
     task = "regression" if parent == "loss" else "binary"
-    low, high = LOW_HIGH.get(name, (0.1, 0.5))
     other = next(c for c in PARENT_CHOICES[parent] if c not in allowed)
     refused(f"`search.{name}` is used only when {parent} is one of {list(allowed)}, but {parent} is {other!r}",
-            task=task, params={parent: other}, search={name: {"type": "float", "low": low, "high": high}})
-    refused(f"`params.{name}` is used only when", task=task, params={parent: other, name: high})
-    spec_with(task, params={parent: allowed[0], name: high, **weight_for(name)})  # a parent that allows it: fine
+            task=task, params={parent: other}, search={name: dimension(name)})
+    refused(f"`params.{name}` is used only when", task=task, params={parent: other, name: fixed_value(name)})
+    spec_with(task, params={parent: allowed[0], name: fixed_value(name), **weight_for(name)})  # a parent allowing it
 
 
 def test_a_fixed_conditional_value_goes_only_where_its_searched_parent_allows_it():
@@ -108,6 +119,19 @@ def test_defaulted_conditional_hyperparameters_are_absent_where_they_do_not_appl
                                             "regularization_weight": 0.01}), {})
     assert (params["leaky_alpha"], params["beta_1"], params["beta_2"], params["l1_ratio"]) == (0.2, 0.9, 0.999, 0.5)
     assert "momentum" not in params and "rho" not in params
+
+
+def test_the_courses_forms_are_options_and_keras_forms_stay_the_defaults():
+    params = trial_params(spec_with(), {})
+    assert (params["use_bias"], params["shuffle"]) == (True, True)  # in every trial: they are not conditional
+    sgdm = trial_params(spec_with(params={"optimizer": "sgdm"}), {})
+    adagrad = trial_params(spec_with(params={"optimizer": "adagrad"}), {})
+    assert (sgdm["momentum_form"], adagrad["initial_accumulator"]) == ("keras", 0.1)  # Keras's SGD and Adagrad
+    course = {"optimizer": "adagrad", "initial_accumulator": 0.0, "use_bias": False, "shuffle": False}
+    assert trial_params(spec_with(params=course), {}).items() >= course.items()
+    refused("`params.momentum_form`", params={"optimizer": "sgdm", "momentum_form": "nesterov"})
+    refused("`params.initial_accumulator`", params={"optimizer": "adagrad", "initial_accumulator": -0.1})
+    refused("`params.shuffle`", params={"shuffle": "no"})
 
 
 # ---- what fits the task -----------------------------------------------------------------------------------------------
@@ -175,7 +199,7 @@ def test_two_coordinators_with_one_seed_draw_distinct_params_that_follow_the_tri
         studies = [optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(spec, seed=7))
                    for _ in range(2)]
         drawn = {}
-        for first in range(0, 8, batch):  # a fused batch asks all its trials, then suggests their params
+        for first in range(0, 8, batch):  # asks several trials before suggesting (the coordinator suggests each first)
             asked = [studies[asker_of(n)].ask() for n in range(first, first + batch)]
             drawn |= {trial.number: tuple(sorted(suggest(trial, spec).items())) for trial in asked}
         return drawn
@@ -199,7 +223,7 @@ def test_an_objective_the_task_does_not_measure_is_refused(task, metric, expecte
                                               ("multiclass", "val_ce or val_accuracy"),
                                               ("regression", "val_mse or val_mae")])
 def test_a_searched_loss_needs_an_objective_that_does_not_depend_on_it(task, suggestion):
-    refused(f"use a loss-independent metric such as {suggestion}", task=task, objective=[{"metric": "gap"}],
+    refused(f"use a loss-independent metric such as {suggestion}", task=task, objective=[{"metric": "loss_gap"}],
             search={"loss": {"type": "categorical", "choices": list(LOSSES_BY_TASK[task])}})
 
 

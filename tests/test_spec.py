@@ -68,7 +68,7 @@ def test_loss_dependent_objective_is_rejected_only_when_the_loss_is_searched():
     spec = spec_with(objective=[{"metric": "val_loss"}])  # a fixed loss: fine
     assert spec.directions == ["minimize"]
     with pytest.raises(SpecError, match="loss-independent metric such as val_bce or val_accuracy"):
-        spec_with(objective=[{"metric": "gap"}], search={"loss": {"type": "categorical", "choices": ["mse"]}})
+        spec_with(objective=[{"metric": "loss_gap"}], search={"loss": {"type": "categorical", "choices": ["mse"]}})
 
 
 def test_yaml_is_loaded_safely(tmp_path):
@@ -101,6 +101,8 @@ def test_defaults_table():
     assert (defaults["regularization_weight"], defaults["l1_ratio"], defaults["dropout"]) == (0.0, 0.5, 0.0)
     assert (defaults["momentum"], defaults["rho"], defaults["beta_1"], defaults["beta_2"]) == (0.9, 0.9, 0.9, 0.999)
     assert (defaults["standardize"], defaults["early_stopping"]) == (False, 0)
+    assert (defaults["momentum_form"], defaults["initial_accumulator"]) == ("keras", 0.1)  # Keras's, not the course's
+    assert (defaults["use_bias"], defaults["shuffle"]) == (True, True)
     assert (defaults["depth"], defaults["width"]) == (1, 11)  # the course's one hidden layer of 11
     assert DEFAULT_LOSS == {"binary": "binary_crossentropy", "multiclass": "softmax_cross_entropy",
                             "regression": "mse"}

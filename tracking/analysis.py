@@ -1,12 +1,11 @@
 """Tracking side: the statistics a report states about a study's trials, over a pandas frame of their results rows.
 Never imports studies, training or TensorFlow.
 
-Gaps are compared at each trial's best epoch (:func:`prepare` puts the compared one in column :data:`GAP`). When
-every trial has the same loss, the gap is its own ``val_loss - loss``; when the loss varies, a loss-independent one
-— ``val_bce - bce`` (binary), ``val_ce - ce`` (multiclass) or ``val_mse - mse`` (regression), the task's own metric
-in `sweeps.vocabulary.TASK_METRICS` — never each trial's own loss. Trends are Spearman rank correlations (robust to
-the log scale and to outliers); two arms are compared by median and interquartile range (IQR), with a two-sided
-Mann-Whitney U test. Trials without a value (NaN, None) are left out of every statistic.
+Gaps are the one fit gap (`sweeps.vocabulary.fit_gap`) at each trial's best epoch: :func:`prepare` puts it in column
+:data:`GAP`. Trends are Spearman rank correlations (robust to the log scale and to outliers), worded by what they
+show: no direction for a negligible or non-significant one. A validation accuracy carries its binomial (Wilson)
+interval (`wilson`), and `score_notes` says when the best score is not told apart from others or rests on a small
+validation set. Trials without a value (NaN, None) are left out of every statistic.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from fitgap.sweeps.vocabulary import TASK_METRICS, TASKS
+from fitgap.sweeps.vocabulary import FIT_GAP_MEASURES, TASK_METRICS, TASKS
 from fitgap.tracking.document import num
 
 GAP = "_gap"  # the frame column holding the compared gap
@@ -49,25 +48,49 @@ class Context:
 def prepare(complete: pd.DataFrame) -> tuple[pd.DataFrame, str, str | None]:
     """Adds the compared gap (GAP), the regularizer type and its weight; returns the gap's description and the task."""
     if complete.empty:
-        return complete, "gap at the best epoch", None
+        return complete, "fit gap at the best epoch", None
     complete["regularizer"] = complete["regularizer"].fillna("none")
     complete["weight"] = complete["regularization_weight"].where(complete["regularizer"] != "none")
     task = next((t for t in TASKS if complete[f"best_{own_metric(t)}"].notna().any()), None)
-    losses = complete["loss"].dropna().unique()
-    if len(losses) <= 1:
-        complete[GAP] = complete["best_gap"]
-        label = f"gap at the best epoch (val_loss − loss, {losses[0] if len(losses) else 'the loss'})"
-    else:
-        own = own_metric(task)
-        complete[GAP] = complete[f"best_val_{own}"] - complete[f"best_{own}"] if own else np.nan
-        label = (f"{own} gap at the best epoch (val_{own} − {own}: the loss varies, so gaps are compared on a "
-                 "loss-independent measure)")
+    complete[GAP] = complete["best_fit_gap"]
+    label = f"fit gap at the best epoch ({FIT_GAP_MEASURES[task]})" if task else "fit gap at the best epoch"
     return complete, label, task
 
 
 def own_metric(task: str | None) -> str | None:
     """The task's loss-independent metric (bce, ce or mse), whatever each trial's loss; None for no task."""
     return TASK_METRICS[task][0] if task else None
+
+
+# ---------------------------------------------------------------- how sure a score is
+
+SMALL_VALIDATION = 100  # validation rows below which a best score is flagged as resting on few points
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion `p` measured on `n` rows."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def score_notes(metric: str, best: float, others: Sequence[float], val_size: int | None,
+                test: float | None = None, test_name: str | None = None) -> list[str]:
+    """What a reader of the best score should know: its binomial interval (an accuracy), how many other trials it
+    does not tell apart from, a small validation set, and the test set's score, the honest number."""
+    notes = []
+    accuracy = "accuracy" in metric and val_size
+    if accuracy:
+        low, high = wilson(best, val_size)
+        within = sum(1 for v in others if v is not None and np.isfinite(v) and low <= v <= high)
+        notes.append(f"{metric} {num(best)}, 95 % interval {num(low)} to {num(high)} on {val_size} validation rows"
+                     + (f": {within} other trial{'s' if within != 1 else ''} within it, not told apart" if within
+                        else ""))
+    if val_size and val_size < SMALL_VALIDATION:
+        notes.append(f"a small validation set ({val_size} rows): the best of many trials is an optimistic score")
+    if test is not None and np.isfinite(test):
+        notes.append(f"on the test set, never used to choose: {test_name} {num(test)}")
+    return notes
 
 
 # ---------------------------------------------------------------- groups of trials
@@ -131,33 +154,6 @@ def overfit_share(group: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- comparisons and trends
 
 
-def arm_sentence(kind: str, base: pd.Series, other: pd.Series) -> str:
-    """How the `kind` arm's gaps (`other`) compare with the unregularized ones (`base`), in sentences."""
-    base, other = base.dropna(), other.dropna()
-    if len(base) == 0 or len(other) == 0:
-        return f"{kind.upper()}: no gap measured in one of the arms"
-    m0, m1 = float(base.median()), float(other.median())
-    change = m1 - m0
-    verb = "lowers" if change < 0 else "raises" if change > 0 else "leaves unchanged"
-    relative = f" ({abs(change) / abs(m0):.0%})" if m0 else ""
-    text = (f"{kind.upper()} {verb} the median gap, from {num(m0)} (IQR {iqr_text(base)}, n = {len(base)}) without "
-            f"regularization to {num(m1)} (IQR {iqr_text(other)}, n = {len(other)}) with it")
-    text += f": by {num(abs(change))}{relative}." if change else "."
-    (q1a, q3a), (q1b, q3b) = iqr_of(base), iqr_of(other)
-    text += (" The interquartile ranges do not overlap." if q3b < q1a or q3a < q1b else
-             " The interquartile ranges overlap: part of the difference is within seed-to-seed spread.")
-    if len(base) >= 2 and len(other) >= 2:
-        from scipy.stats import mannwhitneyu
-
-        p = mannwhitneyu(base, other, alternative="two-sided").pvalue
-        text += f" Mann-Whitney U two-sided p = {p:.2g}."
-    if m0 < 0 and m1 < 0:
-        text += (f" Both medians are negative — the validation points are fit better than the training points, so "
-                 f"neither arm overfits here; {kind.upper()} moves the gap "
-                 f"{'toward' if abs(m1) < abs(m0) else 'away from'} zero (|gap| {num(abs(m0))} → {num(abs(m1))}).")
-    return text
-
-
 def trend_text(x: pd.Series, y: pd.Series, what_x: str, what_y: str) -> str:
     """A Spearman rank correlation and its sign in words."""
     ok = np.isfinite(np.asarray(x, dtype=float)) & np.isfinite(np.asarray(y, dtype=float))
@@ -171,12 +167,11 @@ def trend_text(x: pd.Series, y: pd.Series, what_x: str, what_y: str) -> str:
     from scipy.stats import spearmanr
 
     rho, p = spearmanr(x, y)
-    strength = "weak" if abs(rho) < 0.3 else "moderate" if abs(rho) < 0.6 else "strong"
-    direction = "falls" if rho < 0 else "rises" if rho > 0 else "does not change"
-    sign = "negative" if rho < 0 else "positive" if rho > 0 else "zero"
-    caveat = "" if p < 0.05 else " — not significant at 5 %, could be noise"
-    return (f"{what_y} {direction} as {what_x} grows: Spearman ρ = {rho:+.2f} ({strength}, {sign}), n = {len(x)}, "
-            f"p = {p:.2g}{caveat}")
+    stats = f"Spearman ρ = {rho:+.2f}, n = {len(x)}, p = {p:.2g}"
+    if p >= 0.05 or abs(rho) < 0.1:
+        return f"no clear trend of {what_y} with {what_x} ({stats})"
+    strength = "weakly" if abs(rho) < 0.3 else "moderately" if abs(rho) < 0.6 else "strongly"
+    return f"{what_y} {'falls' if rho < 0 else 'rises'} {strength} as {what_x} grows ({stats})"
 
 
 # ---------------------------------------------------------------- best trials

@@ -1,38 +1,42 @@
-"""Tracking side: a trial's diagnosis from its epoch records alone — gaps, the epoch where overfitting sets in, and a
-verdict. Never imports studies, training or TensorFlow.
+"""Tracking side: a trial's diagnosis from its epoch records alone — the fit gap, the epoch where overfitting sets in,
+and a verdict a user can act on. Never imports studies, training or TensorFlow.
 
-`diagnose` is a pure function of a trial's curves (no storage). The tracking process computes it once per trial and
-gives the same one to MLflow (tags) and the results database (columns), so the two always agree.
+`diagnose` is a pure function of a trial's curves and its data's baseline (no storage). The tracking process
+computes it once per trial and gives the same one to MLflow (tags, metrics) and the results database (columns).
 
-Gaps. ``gap`` is the trial's own ``val_loss - loss`` (comparable only between trials with the same loss). The *fit
-gap* is loss-independent, so that the verdict means the same whatever the loss:
-- classification (epochs measure ``accuracy``): ``accuracy - val_accuracy``, in accuracy points (0.05 = 5 points);
-- regression (epochs measure ``mse``): ``(val_mse - mse) / mse``, the validation error relative to the training error.
+Everything is judged at the **best epoch**, the epoch the trial's score comes from and whose weights the trial keeps
+(`training.core.EpochRule`). The fit gap is the epoch metric `fit_gap` (`sweeps.vocabulary.fit_gap`: ``val_bce -
+bce``, ``val_ce - ce`` or ``(val_mse - mse) / (val_mse + mse)``), loss-independent, so a verdict means the same
+whatever the loss. The baseline is what the trivial prediction scores on the validation set (`data_facts`): the
+training set's majority class (an accuracy) or its mean (an mse).
 
 Overfitting onset: Prechelt's "UP" criterion ("Early stopping — but when?", 1998) on strip means, made robust to
 epoch-to-epoch noise. The epochs are cut into strips of ``k = max(2, n // 20)`` epochs and each loss is averaged per
-strip. Overfitting sets in after strip ``j`` when
-- the mean validation loss rises in each of the next ``UP_STRIPS = 3`` strips,
-- by at least ``ONSET_RISE = 1 %`` of strip ``j``'s mean, and by more than ``NOISE_SIGMAS = 3`` standard deviations
-  of the difference of two strip means (the epoch-to-epoch noise is estimated from the validation loss's second
-  differences, which a smooth trend barely touches: sigma = 1.4826 MAD / sqrt(6)),
-- while the mean training loss falls over the same strips,
-- and it lasts: no later strip's mean comes back down to strip ``j``'s.
-The onset epoch is the last epoch at the lowest validation loss within strips ``j`` and ``j + 1`` (the bottom of
-the valley, or the end of a plateau); the first such ``j`` counts. Curves shorter than ``(UP_STRIPS + 1) * 2 = 8``
-epochs are too short to tell (no onset).
+strip. Overfitting sets in after strip ``j`` when the mean validation loss rises in each of the next
+``UP_STRIPS = 3`` strips, by at least ``ONSET_RISE = 1 %`` of strip ``j``'s mean and by more than ``NOISE_SIGMAS =
+3`` standard deviations of the difference of two strip means (the noise is estimated from the validation loss's
+second differences: sigma = 1.4826 MAD / sqrt(6)), while the mean training loss falls over the same strips, and it
+lasts (no later strip comes back down to strip ``j``'s). The onset epoch is the last epoch at the lowest validation
+loss within strips ``j`` and ``j + 1``. Curves shorter than 8 epochs are too short to tell.
 
-Verdict, on the final epoch (the model training ended with), first rule that holds:
-1. ``overfit``: the fit gap exceeds ``OVERFIT_ACCURACY_GAP = 0.05`` and the training error ``1 - accuracy`` (most
-   of the validation error is the gap: a model that fits the training set badly is underfit, whatever its gap) for
-   classification, or ``OVERFIT_RELATIVE_MSE_GAP = 0.5`` for regression (validation MSE 50 % above training MSE); or
-   overfitting set in and the final validation loss is more than ``OVERFIT_RISE = 10 %`` above its minimum (the
-   trial ended well past its best epoch);
-2. ``underfit``: training accuracy below ``UNDERFIT_ACCURACY = 0.9`` (classification); or both losses still falling
-   at the end — the last strip's mean ``STILL_FALLING = 2 %`` or more below the previous strip's, for the training and
-   the validation loss (training stopped before the model fit the data). A regression model stuck on a high plateau
-   is not caught: without the targets' variance there is no scale to call its error high;
-3. ``good_fit`` otherwise.
+Verdicts (:data:`RULES`, the README's table), the first that holds, at the best epoch ``b`` of ``n``:
+
+=================  ================================================================================================
+did_not_learn      no better than the baseline: val accuracy at most ``LEARNED = 0.02`` above the majority class's,
+                   or a validation R² = 1 - val_mse / baseline mse of at most 0.02
+unstable           the training objective (loss + reg_loss: what the optimizer minimizes; a strong penalty may
+                   raise the data loss alone) does not settle: its last strip's mean is ``UNSTABLE_RISE = 25 %`` or
+                   more above its lowest strip's (it diverged), or its epoch-to-epoch noise is over
+                   ``UNSTABLE_NOISE = 10 %`` of its median (steps too large)
+overfit            overfitting set in at epoch ``e <= b`` and the validation loss at ``b`` is ``OVERFIT_RISE = 10 %``
+                   above its minimum so far; or the validation measure at ``b`` is more than twice the training
+                   one (the fit gap exceeds the training error) and, for classification, the gap is over
+                   ``OVERFIT_GAP = 0.05`` nats
+still_improving    the best epoch is in the last strip and both losses still fall there (the last strip's mean
+                   ``STILL_FALLING = 2 %`` or more below the one before): train longer
+underfit           training accuracy below ``UNDERFIT_ACCURACY = 0.9`` at ``b``, or a training R² below 0.9
+good_fit           none of the above
+=================  ================================================================================================
 """
 
 from __future__ import annotations
@@ -43,32 +47,34 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from fitgap.sweeps.vocabulary import FIT_GAP_MEASURES
+
 UP_STRIPS = 3
 ONSET_RISE = 0.01
 NOISE_SIGMAS = 3.0
-OVERFIT_ACCURACY_GAP = 0.05
-OVERFIT_RELATIVE_MSE_GAP = 0.5
+LEARNED = 0.02
+UNSTABLE_RISE = 0.25
+UNSTABLE_NOISE = 0.10
 OVERFIT_RISE = 0.10
-UNDERFIT_ACCURACY = 0.9
+OVERFIT_GAP = 0.05
 STILL_FALLING = 0.02
-VERDICTS = ("underfit", "good_fit", "overfit")
+UNDERFIT_ACCURACY = 0.9
+VERDICTS = ("did_not_learn", "unstable", "overfit", "still_improving", "underfit", "good_fit")
 
 
 @dataclass(frozen=True)
 class Diagnosis:
     best_epoch: int | None
-    gap_at_best: float | None  # val_loss - loss, the trial's own loss
-    gap_at_final: float | None
-    fit_measure: str | None  # "accuracy_gap" or "relative_mse_gap" (see the module docstring)
-    fit_gap_at_best: float | None
-    fit_gap_at_final: float | None
+    fit_measure: str | None  # how the fit gap is measured (`FIT_GAP_MEASURES`); None without epochs
+    best_fit_gap: float | None
+    final_fit_gap: float | None
     overfit_epoch: int | None  # None: no onset found (or too few epochs to tell)
     verdict: str | None  # one of VERDICTS; None without epochs
     reason: str = ""  # which rule decided, with its numbers
 
     def numbers(self) -> dict[str, float]:
         """The diagnosis's numbers as MLflow metrics, named as the results database's columns."""
-        values = {"best_fit_gap": self.fit_gap_at_best, "final_fit_gap": self.fit_gap_at_final,
+        values = {"best_fit_gap": self.best_fit_gap, "final_fit_gap": self.final_fit_gap,
                   "overfit_epoch": self.overfit_epoch}
         return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
 
@@ -79,67 +85,125 @@ class Diagnosis:
         kept = {"verdict": self.verdict} if self.verdict else {}
         if self.best_epoch is not None:
             kept["best_epoch"] = int(self.best_epoch)
-        if self.fit_gap_at_best is not None and math.isfinite(self.fit_gap_at_best):
-            kept["best_fit_gap"] = float(self.fit_gap_at_best)
+        if self.best_fit_gap is not None and math.isfinite(self.best_fit_gap):
+            kept["best_fit_gap"] = float(self.best_fit_gap)
         return {"fitgap.diagnosis": kept} if kept else {}
 
     def tags(self) -> dict[str, str]:
-        """The diagnosis as MLflow tags (`fitgap.*`); absent values are left out."""
+        """The diagnosis as MLflow tags (`fitgap.*`); absent values are left out. Its numbers are metrics."""
         values = {"verdict": self.verdict, "verdict_reason": self.reason or None, "overfit_epoch": self.overfit_epoch,
-                  "gap_best": self.gap_at_best, "gap_final": self.gap_at_final, "fit_measure": self.fit_measure,
-                  "fit_gap_best": self.fit_gap_at_best, "fit_gap_final": self.fit_gap_at_final}
-        return {f"fitgap.{k}": (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()
-                if v is not None}
+                  "fit_measure": self.fit_measure}
+        return {f"fitgap.{k}": str(v) for k, v in values.items() if v is not None}
 
 
-NOTHING = Diagnosis(None, None, None, None, None, None, None, None, "no epochs")
+NOTHING = Diagnosis(None, None, None, None, None, None, "no epochs")
 
 
-def diagnose(epochs: Iterable[Mapping[str, float]], best_epoch: int | None = None) -> Diagnosis:
+def data_facts(task: str, y_train: np.ndarray, y_val: np.ndarray) -> tuple[int, float]:
+    """(validation rows, baseline): what predicting the training set's majority class (classification: an accuracy)
+    or its mean (regression: an mse) scores on the validation set."""
+    y_train, y_val = np.asarray(y_train), np.asarray(y_val)
+    if task == "regression":
+        return len(y_val), float(np.mean(np.square(y_val - y_train.mean(axis=0))))
+    labels, counts = np.unique(y_train.reshape(len(y_train), -1)[:, 0], return_counts=True)
+    return len(y_val), float(np.mean(y_val.reshape(len(y_val), -1)[:, 0] == labels[np.argmax(counts)]))
+
+
+def diagnose_trial(record) -> Diagnosis:
+    """`diagnose` of a `TrialRecord`."""
+    return diagnose(record.epochs, record.best_epoch, record.val_baseline)
+
+
+def diagnose(epochs: Iterable[Mapping[str, float]], best_epoch: int | None = None,
+             baseline: float | None = None) -> Diagnosis:
     """The diagnosis of one trial from its per-epoch metrics (in epoch order; dicts or anything with `.metrics`).
 
-    `best_epoch` is the epoch index chosen by the objective (`TrialRecord.best_epoch`); None: the last epoch.
-    """
+    `best_epoch`: the epoch index the score comes from (`TrialRecord.best_epoch`); None: the last epoch.
+    `baseline`: the trivial prediction's validation score (`data_facts`); None: `did_not_learn` is not judged."""
     rows = [dict(getattr(e, "metrics", e)) for e in epochs]
     if not rows:
         return NOTHING
-    best = rows[best_epoch] if best_epoch is not None and 0 <= best_epoch < len(rows) else rows[-1]
-    final = rows[-1]
-    measure = fit_measure(final)
+    b = best_epoch if best_epoch is not None and 0 <= best_epoch < len(rows) else len(rows) - 1
+    task = task_of(rows[b])
     loss, val_loss = _series(rows, "loss"), _series(rows, "val_loss")
     onset = overfit_onset(loss, val_loss)
-    verdict, reason = _verdict(final, measure, onset, val_loss, loss)
+    verdict, reason = _verdict(rows, b, task, baseline, onset, loss, val_loss)
     return Diagnosis(
         best_epoch=best_epoch,
-        gap_at_best=_finite(best.get("gap")),
-        gap_at_final=_finite(final.get("gap")),
-        fit_measure=measure,
-        fit_gap_at_best=fit_gap(best, measure),
-        fit_gap_at_final=fit_gap(final, measure),
+        fit_measure=FIT_GAP_MEASURES.get(task),
+        best_fit_gap=_finite(rows[b].get("fit_gap")),
+        final_fit_gap=_finite(rows[-1].get("fit_gap")),
         overfit_epoch=onset,
         verdict=verdict,
         reason=reason,
     )
 
 
-def fit_measure(metrics: Mapping[str, float]) -> str | None:
-    if _finite(metrics.get("accuracy")) is not None:
-        return "accuracy_gap"
-    if _finite(metrics.get("mse")) is not None:
-        return "relative_mse_gap"
+def task_of(metrics: Mapping[str, float]) -> str | None:
+    """The task an epoch's metrics belong to, from the loss-independent metric it measures."""
+    for name, task in (("bce", "binary"), ("ce", "multiclass"), ("mse", "regression")):
+        if _finite(metrics.get(name)) is not None:
+            return task
     return None
 
 
-def fit_gap(metrics: Mapping[str, float], measure: str | None) -> float | None:
-    """The loss-independent gap of one epoch (see the module docstring); None when it cannot be measured."""
-    if measure == "accuracy_gap":
-        train, val = _finite(metrics.get("accuracy")), _finite(metrics.get("val_accuracy"))
-        return None if train is None or val is None else train - val
-    if measure == "relative_mse_gap":
-        train, val = _finite(metrics.get("mse")), _finite(metrics.get("val_mse"))
-        if train is None or val is None:
-            return None
-        return (val - train) / train if train > 0 else (0.0 if val == 0 else math.inf)
+def _verdict(rows: list[dict], b: int, task: str | None, baseline: float | None, onset: int | None,
+             loss: np.ndarray, val_loss: np.ndarray) -> tuple[str | None, str]:
+    """The first rule of the module docstring's table that holds, with its numbers."""
+    at = rows[b]
+    if task is None:
+        return None, "no bce, ce or mse to judge the fit by"
+    classify = task != "regression"
+    own = "bce" if task == "binary" else "ce" if task == "multiclass" else "mse"
+    train, val = _finite(at.get(own)), _finite(at.get(f"val_{own}"))
+    where = f"at its best epoch {b}"
+    if baseline is not None:
+        if classify and _finite(at.get("val_accuracy")) is not None:
+            accuracy = at["val_accuracy"]
+            if accuracy <= baseline + LEARNED:
+                return "did_not_learn", (f"val_accuracy {accuracy:.4g} {where}; the majority class alone scores "
+                                         f"{baseline:.4g}")
+        elif not classify and val is not None and baseline > 0 and 1 - val / baseline <= LEARNED:
+            return "did_not_learn", (f"val_mse {val:.4g} {where}; predicting the training mean scores "
+                                     f"{baseline:.4g} (validation R² {1 - val / baseline:.2f})")
+    unstable = _unstable(loss + np.nan_to_num(_series(rows, "reg_loss")))  # what the optimizer minimizes
+    if unstable:
+        return "unstable", unstable
+    if onset is not None and onset <= b and np.isfinite(val_loss[: b + 1]).any():
+        lowest, now = float(np.nanmin(val_loss[: b + 1])), float(val_loss[b])
+        if math.isfinite(now) and now > lowest * (1 + OVERFIT_RISE):
+            return "overfit", (f"overfit from epoch {onset}: the validation loss rose from {lowest:.4g} to {now:.4g} "
+                               f"(+{now / lowest - 1:.0%}) by the best epoch {b} while the training loss fell")
+    if train is not None and val is not None and val > 2 * train and (not classify or val - train > OVERFIT_GAP):
+        return "overfit", f"val_{own} {val:.4g} is more than twice {own} {train:.4g} {where}"
+    falling = _still_falling(loss), _still_falling(val_loss)
+    if b >= len(rows) - strip_length(len(rows)) and all(f is not None and f >= STILL_FALLING for f in falling):
+        return "still_improving", (f"both losses still falling at the end (last strip {falling[0]:.1%} and "
+                                   f"{falling[1]:.1%} below the one before): train longer")
+    if classify and _finite(at.get("accuracy")) is not None and at["accuracy"] < UNDERFIT_ACCURACY:
+        return "underfit", f"training accuracy {at['accuracy']:.4g} {where} < {UNDERFIT_ACCURACY:g}"
+    if not classify and baseline and train is not None and 1 - train / baseline < UNDERFIT_ACCURACY:
+        return "underfit", f"training R² {1 - train / baseline:.2f} {where} < {UNDERFIT_ACCURACY:g}"
+    gap = _finite(at.get("fit_gap"))
+    return "good_fit", f"fit gap {gap:.3g} {where}, learned, settled" if gap is not None else "good_fit"
+
+
+def _unstable(loss: np.ndarray) -> str | None:
+    """Why the training loss has not settled, or None."""
+    finite = loss[np.isfinite(loss)]
+    k = strip_length(len(finite))
+    if len(finite) < 2 * k:
+        return None
+    means = _strip_means(finite, k)
+    lowest, last = float(means.min()), float(means[-1])
+    if lowest > 0 and last >= lowest * (1 + UNSTABLE_RISE):
+        return (f"the training objective diverged: its last strip's mean {last:.4g} is {last / lowest - 1:.0%} above "
+                f"its lowest {lowest:.4g}")
+    level = float(np.median(np.abs(finite)))
+    noise = _noise(finite)
+    if level > 0 and noise > UNSTABLE_NOISE * level:
+        return (f"the training objective jumps from epoch to epoch: noise {noise:.3g} is {noise / level:.0%} of its "
+                f"median {level:.3g}")
     return None
 
 
@@ -174,31 +238,6 @@ def _noise(series: np.ndarray) -> float:
     if len(second) == 0:
         return 0.0
     return float(1.4826 * np.median(np.abs(second - np.median(second))) / math.sqrt(6))
-
-
-def _verdict(final: Mapping[str, float], measure: str | None, onset: int | None, val_loss: np.ndarray,
-             loss: np.ndarray) -> tuple[str | None, str]:
-    gap = fit_gap(final, measure)
-    accuracy = _finite(final.get("accuracy"))
-    limit = OVERFIT_ACCURACY_GAP if measure == "accuracy_gap" else OVERFIT_RELATIVE_MSE_GAP
-    if measure == "accuracy_gap" and accuracy is not None:
-        limit = max(limit, 1 - accuracy)  # the gap must also exceed the training error
-    if gap is not None and gap > limit:
-        return "overfit", f"final {measure} {gap:.4g} > {limit:.4g}"
-    if onset is not None and np.isfinite(val_loss).any():
-        lowest, last = float(np.nanmin(val_loss)), float(val_loss[-1])
-        if math.isfinite(last) and last > lowest * (1 + OVERFIT_RISE):
-            return "overfit", (f"validation loss rising since epoch {onset}: final {last:.4g} is "
-                               f"{last / lowest - 1:.0%} above its minimum {lowest:.4g}")
-    if measure == "accuracy_gap" and accuracy is not None and accuracy < UNDERFIT_ACCURACY:
-        return "underfit", f"final training accuracy {accuracy:.4g} < {UNDERFIT_ACCURACY:g}"
-    falling = _still_falling(loss), _still_falling(val_loss)
-    if all(f is not None and f >= STILL_FALLING for f in falling):
-        return "underfit", (f"both losses still falling at the end (last strip {falling[0]:.1%} and "
-                            f"{falling[1]:.1%} below the one before)")
-    if measure is None or gap is None:
-        return None, "no accuracy or mse to judge the fit by"
-    return "good_fit", f"final {measure} {gap:.4g} <= {limit:.4g}, not still falling"
 
 
 def _still_falling(series: np.ndarray) -> float | None:

@@ -4,7 +4,7 @@ studies, training or TensorFlow.
 
 Paragraphs and list items are Markdown text, whose ``**bold**`` and backquoted code render in HTML too. Table
 cells and numbers read the same in both: 4 significant digits, ``—`` when absent. The things a report could not show
-(`Document.lacks`) become a "What is missing" section after the overview.
+(`Document.lacks`) become a "What is missing" section after the answer and the overview.
 """
 
 from __future__ import annotations
@@ -104,11 +104,13 @@ def to_html(doc: Document) -> str:
     return "\n".join(parts)
 
 
-def _with_missing(doc: Document) -> list[tuple]:
-    """The blocks, with a "What is missing" section after the overview."""
+def _with_missing(doc: Document, after: int = 2) -> list[tuple]:
+    """The blocks, with a "What is missing" section after the first `after` sections (a report's answer and
+    overview)."""
     missing = [("h2", "What is missing"), ("list", doc.missing)] if doc.missing else []
-    overview = next((i for i, b in enumerate(doc.blocks) if b[0] == "h2"), len(doc.blocks))
-    return doc.blocks[:overview] + missing + doc.blocks[overview:]
+    heads = [i for i, b in enumerate(doc.blocks) if b[0] == "h2"]
+    at = heads[after] if len(heads) > after else len(doc.blocks)
+    return doc.blocks[:at] + missing + doc.blocks[at:]
 
 
 _CSS = ("body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"

@@ -26,7 +26,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 
 from fitgap.channel import Child
 from fitgap.errors import UsageError
-from fitgap.tracking.diagnosis import Diagnosis, diagnose
+from fitgap.tracking.diagnosis import Diagnosis, diagnose_trial
 from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 
 for _name in ("mlflow", "alembic"):
@@ -135,7 +135,7 @@ class MlflowSink:
         if record.reason:
             tags["fitgap.reason"] = record.reason[:5000]
         if diagnosis is None:
-            diagnosis = diagnose(record.epochs, record.best_epoch)
+            diagnosis = diagnose_trial(record)
         tags |= diagnosis.tags()
         metrics += [Metric(k, float(v), now, 0) for k, v in diagnosis.numbers().items()]  # to sort and chart by
         render = plot and bool(record.epochs) and (self._plotter is None or self._plotter.has_room())

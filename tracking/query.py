@@ -34,7 +34,7 @@ EXPORT_FORMATS = ("csv", "parquet")
 # What `fitgap query` shows on a terminal unless --columns says otherwise (those missing from the table are skipped).
 TABLE_COLUMNS = (
     "number", "state", "value", "learning_rate", "activation", "loss", "regularizer", "regularization_weight",
-    "best_epoch", "best_gap", "final_gap", "params_total", "duration_s",
+    "best_epoch", "best_fit_gap", "final_fit_gap", "verdict", "params_total", "duration_s",
 )
 
 
@@ -42,7 +42,7 @@ def trials_frame(url: str, study: str, where: str | None = None, order_by: str |
                  limit: int | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The ``trials`` rows of `study` matching `where`, sorted by `order_by` (default: trial number).
 
-    where and order_by: the language of `tracking.where`, e.g. ``regularizer = 'l2' and best_gap < 0.05`` and
+    where and order_by: the language of `tracking.where`, e.g. ``regularizer = 'l2' and best_fit_gap < 0.05`` and
     ``-best_val_accuracy``.
     columns: which columns, in that order [default: all but ``id``]. Integers come back as ``Int64``, floats as
     ``float64``, booleans as ``boolean`` and text as ``str`` dtypes.

@@ -44,12 +44,15 @@ class TrialRecord:
     reason: str | None = None  # why a trial failed or was pruned
     mlflow_run_id: str | None = None
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, e.g. a traceback
-    repeats: int = 1  # trainings with different seeds: values are their mean, epochs their mean curves
-    value_std: float | None = None  # spread of the first objective over the repeats
+    repeats: int = 1  # trainings with different seeds: epochs are their mean curves, values those at best_epoch
+    value_std: float | None = None  # spread of the first objective over the repeats, at best_epoch
     test_metrics: Mapping[str, float] = field(default_factory=dict)  # on the test set, never used for selection
     executor: str = "keras"  # which training ran: keras, compiled or fused
     executor_reason: str | None = None  # why that executor (and XLA mode) ran, as the executor says
     wait_s: float | None = None  # from Optuna's ask to started_at: its wait for a slot
+    val_size: int | None = None  # validation rows (a val accuracy's binomial interval needs it)
+    val_baseline: float | None = None  # what the trivial prediction scores there (`diagnosis.data_facts`)
+    per_repeat: tuple[Mapping[str, float], ...] = ()  # with repeats: each one's objective and fit gap at best_epoch
 
     def __repr__(self) -> str:
         """Compact, for a notebook: the epochs counted and the artifacts named, not their bytes."""

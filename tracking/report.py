@@ -1,12 +1,16 @@
 """Tracking side: the answer a study gives — how regularization (type and weight), activation, loss and the rest
-trade overfitting against accuracy, in tables, plain sentences and plots: a Markdown or an HTML document (images
-embedded). Never imports studies, training or TensorFlow.
+trade overfitting against accuracy — opening with that answer in at most five lines (`tracking.answer`), then the
+evidence in tables, plain sentences and plots: a Markdown or an HTML document (images embedded). Never imports
+studies, training or TensorFlow.
 
 `build_report` reads only what it is given: the study's rows of the results database (`ResultsDB.trials`), a way
 to read a trial's epochs, and optionally the spec, the Optuna study (importances, Pareto front, history) and a way to
-fetch a trial's MLflow artifact (decision boundaries). A section that lacks its data says what is missing instead of
-failing. The statistics are `tracking.analysis`'s (which gap is compared, and how); the document and its Markdown
-and HTML renderings are `tracking.document`'s; `write_report` writes one into a folder.
+fetch a trial's MLflow artifact (decision boundaries). A controlled study over regularization weights (a `fitgap
+path` study, or a spec of that shape) gets the regularization path: the fit gap and the objective against the weight
+with their intervals over seeds, learning curves and decision boundaries along it, and the weight that best trades
+one against the other. A section that lacks its data says what is missing instead of failing; a section with
+nothing to compare (one model size, one searched parameter) is left out. The statistics are `tracking.analysis`'s
+and `tracking.answer`'s; the document and its renderings are `tracking.document`'s; `write_report` writes one.
 """
 
 from __future__ import annotations
@@ -24,20 +28,20 @@ from fitgap.tracking import plots
 from fitgap.tracking.analysis import (
     GAP,
     Context,
-    arm_sentence,
     best_trial,
     groups_by,
-    iqr_text,
-    median_of,
     non_dominated,
     overfit_share,
     own_metric,
     prepare,
+    score_notes,
     summary_row,
     test_column,
     trend_text,
     weight_bins,
 )
+from fitgap.tracking.answer import answer_lines, best_weights, compare, design, observations, path, why_none
+from fitgap.tracking.diagnosis import VERDICTS
 from fitgap.tracking.document import Document, num, to_html, to_markdown
 
 FORMATS = ("md", "html")
@@ -60,114 +64,235 @@ def build_report(study: str, trials: Sequence[Mapping[str, Any]], epochs: Callab
     doc = Document(f"fitgap report: {study}")
     frame = pd.DataFrame(list(trials))
     complete = frame[frame["state"] == "COMPLETE"].copy() if len(frame) else frame
-    objectives = spec.get("objective") or [{"metric": "objective", "direction": "minimize"}]
-    metrics = [o["metric"] for o in objectives]
-    directions = [o.get("direction") or default_direction(o["metric"]) for o in objectives]
     complete, gap_label, task = prepare(complete)
-    ctx = Context(study, metrics, directions, gap_label, task)
+    ctx = context(study, spec, gap_label, task)
+    doc.h2("The answer")
+    doc.items(answer_lines(complete, ctx) if len(complete) else ["No complete trial yet: no answer."])
     _overview(doc, frame, complete, ctx, spec)
     if complete.empty:
         doc.lacks("no COMPLETE trial yet: every table and plot needs at least one (launch the study, or wait for it)")
     else:
-        _regularization(doc, complete, ctx)
-        doc.h2("Activation, loss and optimizer")
-        for column in CATEGORIES:
-            _category(doc, complete, ctx, column)
+        _best(doc, complete, ctx)
+        if _is_path(complete):
+            _path(doc, complete, ctx, epochs, artifact)
+        else:
+            _regularization(doc, complete, ctx)
+        _verdicts(doc, complete)
+        _categories(doc, complete, ctx)
         _numeric_trends(doc, complete, ctx)
-        if len(metrics) > 1:
+        if len(ctx.metrics) > 1:
             _pareto(doc, complete, ctx, optuna_study)
         else:
             _best_per_regularizer(doc, complete, ctx)
-        _curves_and_boundaries(doc, complete, ctx, epochs, artifact)
+        if not _is_path(complete):
+            _curves_and_boundaries(doc, complete, ctx, epochs, artifact)
         _complexity_frontier(doc, complete, ctx)
     _importances(doc, ctx, optuna_study, spec)
     _history(doc, complete, ctx)
     return doc
 
 
+def context(study: str, spec: Mapping[str, Any], gap_label: str = "fit gap", task: str | None = None) -> Context:
+    """The study's objectives and gap, from its spec (as stored with the study)."""
+    objectives = spec.get("objective") or [{"metric": "objective", "direction": "minimize"}]
+    metrics = [o["metric"] for o in objectives]
+    directions = [o.get("direction") or default_direction(o["metric"]) for o in objectives]
+    return Context(study, metrics, directions, gap_label, task)
+
+
 def _overview(doc: Document, frame: pd.DataFrame, complete: pd.DataFrame, ctx: Context, spec: Mapping) -> None:
+    doc.h2("The study")
     counts = frame["state"].value_counts().to_dict() if len(frame) else {}
     states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
     objective = ", ".join(f"{m} ({d})" for m, d in zip(ctx.metrics, ctx.directions))
     dataset = spec.get("dataset", {}).get("name", "?") if spec else "?"
     doc.p(f"Study **{ctx.study}**: {states}. Objective: {objective}. Dataset: {dataset}.")
-    doc.p(f"Gap compared: {ctx.gap_label}. Positive = validation worse than training. Verdicts (underfit, good_fit, "
-          "overfit) and overfitting onsets are each trial's diagnosis (tracking/diagnosis.py).")
+    doc.p(f"Gap compared: the {ctx.gap_label}, the same for every loss; positive = validation worse than training. "
+          "Verdicts are each trial's diagnosis at its best epoch (README: Diagnosis and the report). Intervals are "
+          "95 % (Welch's, over training seeds) and a difference is called lower or higher only when its interval "
+          "excludes 0.")
     if len(complete) and complete["verdict"].isna().any():
         doc.lacks(f"{int(complete['verdict'].isna().sum())} trials have no verdict (written before the diagnosis "
-                  "existed, or without accuracy/mse): they count as not overfit")
+                  "existed, or without bce/ce/mse): they count as not overfit")
+
+
+def _best(doc: Document, complete: pd.DataFrame, ctx: Context) -> None:
+    """The best trial's score with what a reader should know of it (`analysis.score_notes`)."""
+    if len(ctx.metrics) > 1:
+        return
+    doc.h2("The best trial")
+    best = best_trial(complete, ctx)
+    others = complete[complete["number"] != best["number"]]["value"].tolist()
+    test = test_column(complete, ctx)
+    size = best.get("val_size")
+    notes = score_notes(ctx.metric, best["value"], others, None if pd.isna(size) else int(size),
+                        best.get(test) if test else None, test)
+    doc.p(f"Trial {int(best['number'])}: {ctx.metric} {num(best['value'])} at epoch {num(best.get('best_epoch'))} "
+          f"(the weights it keeps), fit gap {num(best[GAP])}, verdict {best.get('verdict') or '—'}"
+          + (f": {best['verdict_reason']}" if best.get("verdict_reason") else "") + ".")
+    doc.items(notes)
 
 
 # ---------------------------------------------------------------- regularization
 
 
+def _is_path(complete: pd.DataFrame) -> bool:
+    """A controlled study over regularization weights: the path section instead of the observational ones."""
+    weights = complete["weight"].dropna()
+    return (complete["regularizer"] == "none").any() and weights.nunique() > 1 and design(complete).controlled
+
+
+def _path(doc: Document, complete: pd.DataFrame, ctx: Context, epochs: Callable[[int], list[dict]],
+          artifact: Callable[[str, str], bytes | None] | None) -> None:
+    doc.h2("The regularization path")
+    obs = observations(complete)
+    points = path(obs)
+    base = obs[obs["regularizer"] == "none"]
+    rows = [["none", None, len(base), _mean(base["fit_gap"]), "—", _mean(base["value"]), "—"]]
+    for point in points:
+        rows.append([point.regularizer, point.weight, point.gap.n_b, point.gap.b_mean, _ci(point.gap),
+                     point.objective.b_mean, _ci(point.objective)])
+    doc.table(["regularizer", "weight", "seeds", "fit gap", "vs none (95 % CI)", ctx.metric, "vs none (95 % CI)"],
+              rows)
+    chosen = best_weights(points, ctx)
+    kinds = sorted({p.regularizer for p in points})
+    doc.items([f"{kind.upper()}: the best trade is weight {num(chosen[kind].weight)}" if kind in chosen else
+               f"{kind.upper()}: no weight helps here — {why_none(kind, points, ctx)}" for kind in kinds])
+    for what, column, label in (("fit_gap", "gap", "fit gap"), ("value", "objective", ctx.metric)):
+        groups = {}
+        for kind in kinds:
+            mine = [p for p in points if p.regularizer == kind]
+            stats = [_band(obs[(obs["regularizer"] == kind) & (obs["weight"] == p.weight)][what]) for p in mine]
+            groups[kind] = ([p.weight for p in mine], *zip(*stats))
+        best = next((chosen[k].weight for k in kinds if k in chosen), None)
+        png = plots.path_plot(groups, _band(base[what]), label, f"{label} against the regularization weight "
+                              "(mean and 95 % interval over seeds; unregularized: the line)", best)
+        doc.image(f"path_{column}.png", png, f"{label} against the regularization weight")
+    _along_path(doc, complete, ctx, points, chosen, epochs, artifact)
+
+
+def _along_path(doc: Document, complete: pd.DataFrame, ctx: Context, points, chosen, epochs, artifact) -> None:
+    """Learning curves and decision boundaries of the unregularized trial, the chosen weights and the largest."""
+    stops = [("none", int(complete[complete["regularizer"] == "none"]["number"].min()))]
+    for kind in sorted({p.regularizer for p in points}):
+        mine = [p for p in points if p.regularizer == kind]
+        picks = ([chosen[kind]] if kind in chosen else []) + [mine[-1]]
+        stops += [(f"{kind} {num(p.weight)}", p.numbers[0]) for p in dict.fromkeys(picks)]
+    stops = stops[:5]
+    metrics = [own_metric(ctx.task) or "loss"] + (["accuracy"] if ctx.has_accuracy else [])
+    doc.image("path_curves.png", plots.curves_side_by_side([(n, epochs(t)) for n, t in stops], metrics),
+              "learning curves along the path")
+    if ctx.task != "binary" or artifact is None:
+        return
+    runs = complete.set_index("number")["mlflow_run_id"]
+    grids = [(name, artifact(runs[number], "boundary.npz") if runs.get(number) else None) for name, number in stops]
+    if all(grid for _, grid in grids):
+        doc.image("path_boundaries.png", plots.boundaries(grids), "decision boundaries along the path")
+    else:
+        doc.lacks("decision boundaries along the path: no `boundary.npz` in those trials' MLflow runs (only 2-D "
+                  "binary data has one)")
+
+
 def _regularization(doc: Document, complete: pd.DataFrame, ctx: Context) -> None:
-    doc.h2("Regularization: gap and objective by type and weight")
+    arms = dict(groups_by(complete, "regularizer"))
+    doc.h2("Regularization")
+    if "none" not in arms or len(arms) < 2:
+        doc.lacks("the regularized-vs-unregularized comparison needs trials with `regularizer: none` and with a "
+                  f"regularizer; this study has {', '.join(arms) or 'neither'}")
+    else:
+        _arms(doc, complete, arms, ctx)
+    regularized = complete[complete["weight"] > 0]
+    if regularized["weight"].nunique() > 1:
+        _weights(doc, complete, regularized, ctx)
+
+
+def _arms(doc: Document, complete: pd.DataFrame, arms: dict[str, pd.DataFrame], ctx: Context) -> None:
+    """Each regularizer type's trials against the unregularized ones: means and their differences' intervals."""
+    obs = observations(complete)
+    base = obs[obs["regularizer"] == "none"]
+    rows = []
+    for kind, group in arms.items():
+        mine = obs[obs["regularizer"] == kind]
+        gap, value = compare(base["fit_gap"], mine["fit_gap"]), compare(base["value"], mine["value"])
+        rows.append([kind, len(group), len(mine), _mean(mine["fit_gap"]), "—" if kind == "none" else _ci(gap),
+                     _mean(mine["value"]), "—" if kind == "none" else _ci(value), overfit_share(group)])
+    doc.table(["regularizer", "trials", "seeds", "mean fit gap", "vs none (95 % CI)", f"mean {ctx.metric}",
+               "vs none (95 % CI)", "overfit"], rows)
+    doc.image("gap_by_regularizer.png", plots.strip_plot({k: g[GAP].dropna() for k, g in arms.items()}, "fit gap",
+                                                         title=ctx.gap_label), "fit gap per trial, by regularizer")
+
+
+def _weights(doc: Document, complete: pd.DataFrame, regularized: pd.DataFrame, ctx: Context) -> None:
+    doc.p("By weight (log bins), and the trend of the fit gap against log10(weight), per type:")
     rows = []
     for kind, group in groups_by(complete, "regularizer"):
-        bins = [("—", group)] if kind == "none" else weight_bins(group)
-        for label, members in bins:
+        for label, members in ([("—", group)] if kind == "none" else weight_bins(group)):
             rows.append([kind, label, *summary_row(members)])
-    doc.table(["regularizer", "weight bin (log)", "trials", "median gap", "gap IQR", f"median {ctx.metric}",
+    doc.table(["regularizer", "weight bin (log)", "trials", "median fit gap", "fit gap IQR", f"median {ctx.metric}",
                "overfit"], rows)
-    doc.p("Trend of the gap against log10(weight), per type:")
-    trends = [f"{kind}: " + trend_text(np.log10(group["weight"].where(group["weight"] > 0)), group[GAP],
-                                       "log weight", "the gap")
-              for kind, group in groups_by(complete, "regularizer") if kind != "none"]
-    doc.items(trends or ["no regularized trial: no trend to measure"])
-    _arms(doc, complete, ctx)
-    regularized = complete[complete["weight"] > 0]
-    if regularized.empty:
-        doc.lacks("no regularized trial with a positive weight: no gap-vs-weight plot")
-        return
+    doc.items([f"{kind}: " + trend_text(np.log10(group["weight"]), group[GAP], "log weight", "the fit gap")
+               for kind, group in groups_by(regularized, "regularizer")])
     groups = {kind: (g["weight"], g[GAP]) for kind, g in groups_by(regularized, "regularizer")}
-    png = plots.scatter_groups(groups, "regularization weight", "gap", log_x=True, title=ctx.gap_label, zero_line=True)
-    doc.image("gap_vs_weight.png", png, "gap against regularization weight")
+    png = plots.scatter_groups(groups, "regularization weight", "fit gap", log_x=True, title=ctx.gap_label,
+                               zero_line=True)
+    doc.image("gap_vs_weight.png", png, "fit gap against regularization weight")
     values = {kind: (g["weight"], g["value"]) for kind, g in groups_by(regularized, "regularizer")}
     png = plots.scatter_groups(values, "regularization weight", ctx.metric, log_x=True)
     doc.image("objective_vs_weight.png", png, f"{ctx.metric} against regularization weight")
 
 
-def _arms(doc: Document, complete: pd.DataFrame, ctx: Context) -> None:
-    """Does regularization lower the gap? Each type against `none`: medians, IQRs, Mann-Whitney U."""
-    doc.h2("Does regularization lower the gap?")
-    arms = dict(groups_by(complete, "regularizer"))
-    if "none" not in arms or len(arms) < 2:
-        doc.lacks("the regularized-vs-unregularized comparison needs trials with `regularizer: none` and with a "
-                  f"regularizer; this study has {', '.join(arms) or 'neither'}")
-        doc.p("Not measurable here (see What is missing).")
-        return
-    accuracy = ctx.has_accuracy
-    rows = [[kind, len(g), median_of(g[GAP]), iqr_text(g[GAP]),
-             *([median_of(g["best_accuracy_gap"])] if accuracy else []),
-             median_of(g["value"]), iqr_text(g["value"]), overfit_share(g)] for kind, g in arms.items()]
-    doc.table(["regularizer", "trials", "median gap", "gap IQR", *(["median accuracy gap"] if accuracy else []),
-               f"median {ctx.metric}", f"{ctx.metric} IQR", "overfit"], rows)
-    doc.items([arm_sentence(kind, arms["none"][GAP], group[GAP]) for kind, group in arms.items()
-               if kind != "none"])
-    objective = {kind: median_of(g["value"]) for kind, g in arms.items()}
-    doc.p(f"Median {ctx.metric} ({'higher' if ctx.maximize else 'lower'} is better): "
-          + ", ".join(f"{kind} {num(v)}" for kind, v in objective.items()) + ".")
-    doc.image("gap_by_regularizer.png", plots.strip_plot({k: g[GAP].dropna() for k, g in arms.items()}, "gap",
-                                                         title=ctx.gap_label), "gap per trial, by regularizer")
+def _verdicts(doc: Document, complete: pd.DataFrame) -> None:
+    doc.h2("Verdicts")
+    counts = complete["verdict"].value_counts()
+    doc.table(["verdict", "trials"], [[v, int(counts.get(v, 0))] for v in VERDICTS if counts.get(v, 0)])
+    doc.p("Each trial is judged at its best epoch, by the first rule of the README's verdict table that holds; its "
+          "reason is the results column `verdict_reason` and the MLflow tag `fitgap.verdict_reason`.")
+
+
+def _mean(values: pd.Series) -> float | None:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def _ci(difference) -> str:
+    if difference is None:
+        return "—"
+    if difference.low is None:
+        return f"{num(difference.delta)} (one seed)"
+    return f"{num(difference.delta)} [{num(difference.low)}, {num(difference.high)}]"
+
+
+def _band(values: pd.Series) -> tuple[float, float, float]:
+    """Mean and its 95 % t interval over the seeds (the mean alone for one seed)."""
+    from scipy.stats import t
+
+    values = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    mean = float(values.mean()) if len(values) else float("nan")
+    if len(values) < 2:
+        return mean, mean, mean
+    half = float(t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
 
 
 # ---------------------------------------------------------------- other parameters
 
 
-def _category(doc: Document, complete: pd.DataFrame, ctx: Context, column: str) -> None:
-    groups = groups_by(complete, column)
-    if len(groups) < 2:
-        fixed = f"`{groups[0][0]}` in every complete trial" if groups else "not recorded"
-        doc.p(f"{column.capitalize()}: {fixed} — nothing to compare.")
+def _categories(doc: Document, complete: pd.DataFrame, ctx: Context) -> None:
+    """Activation, loss and optimizer, those that vary; the fixed ones in one line."""
+    varying = [(column, groups_by(complete, column)) for column in CATEGORIES]
+    fixed = [f"{column} `{groups[0][0]}`" for column, groups in varying if len(groups) == 1]
+    varying = [(column, groups) for column, groups in varying if len(groups) > 1]
+    if not varying:
+        if fixed:
+            doc.p(f"Fixed in every complete trial: {', '.join(fixed)}.")
         return
-    doc.p(f"By {column}:")
-    doc.table([column, "trials", "median gap", "gap IQR", f"median {ctx.metric}", "overfit"],
-              [[name, *summary_row(g)] for name, g in groups])
-    lowest = min(((name, g[GAP].median()) for name, g in groups if g[GAP].notna().any()), key=lambda x: x[1],
-                 default=None)
-    if lowest:
-        doc.p(f"Smallest median gap: {column} = {lowest[0]} ({num(lowest[1])}).")
+    doc.h2("Activation, loss and optimizer")
+    for column, groups in varying:
+        doc.p(f"By {column} (observational: other settings vary between these groups too):")
+        doc.table([column, "trials", "median fit gap", "fit gap IQR", f"median {ctx.metric}", "overfit"],
+                  [[name, *summary_row(g)] for name, g in groups])
+    if fixed:
+        doc.p(f"Fixed in every complete trial: {', '.join(fixed)}.")
 
 
 def _numeric_trends(doc: Document, complete: pd.DataFrame, ctx: Context) -> None:
@@ -179,9 +304,9 @@ def _numeric_trends(doc: Document, complete: pd.DataFrame, ctx: Context) -> None
         if name in LOG_SCALE:
             x = np.log10(x.where(x > 0))
         lines.append(f"{name}: " + trend_text(x, complete[GAP], f"{'log ' if name in LOG_SCALE else ''}{name}",
-                                              "the gap"))
+                                              "the fit gap"))
     if lines:
-        doc.h2("Gap against the other searched numbers")
+        doc.h2("Fit gap against the other searched numbers")
         doc.items(lines)
 
 
@@ -196,7 +321,7 @@ def _best_per_regularizer(doc: Document, complete: pd.DataFrame, ctx: Context) -
         best = best_trial(group, ctx)
         rows.append([kind, int(best["number"]), best["weight"], best["value"], best[GAP], best.get("verdict"),
                      best.get("overfit_epoch"), best[test] if test else None])
-    doc.table(["regularizer", "trial", "weight", ctx.metric, "gap", "verdict", "overfit from epoch",
+    doc.table(["regularizer", "trial", "weight", ctx.metric, "fit gap", "verdict", "overfit from epoch",
                test or "test score"], rows)
     if test is None:
         doc.p("The data has no test set (`test_*` columns are empty): no test score.")
@@ -218,7 +343,7 @@ def _pareto(doc: Document, complete: pd.DataFrame, ctx: Context, optuna_study: A
     rows.sort(key=lambda row: row[1])
     doc.p(f"{len(rows)} of {len(complete)} complete trials are on the front: none is beaten on every objective "
           f"({', '.join(f'{m} {d}' for m, d in zip(ctx.metrics, ctx.directions))}). There is no single best trial.")
-    doc.table(["trial", *ctx.metrics, "regularizer", "weight", "gap", "verdict"], rows)
+    doc.table(["trial", *ctx.metrics, "regularizer", "weight", "fit gap", "verdict"], rows)
     order = np.argsort(points[front, 1])
     log_x = ctx.metrics[1] in LOG_COMPLEXITY
     doc.image("pareto_front.png", plots.frontier({"trials": (points[:, 1], points[:, 0])}, ctx.metrics[1],
@@ -245,10 +370,7 @@ def _curves_and_boundaries(doc: Document, complete: pd.DataFrame, ctx: Context,
     best_regularized = best_trial(regularized, ctx)
     pair = [("unregularized", best_trial(plain, ctx)), (str(best_regularized["regularizer"]), best_regularized)]
     names = [f"{label} (trial {int(best['number'])})" for label, best in pair]
-    losses = complete["loss"].dropna().unique()
-    metrics = ["loss" if len(losses) <= 1 else own_metric(ctx.task) or "loss"]
-    if ctx.has_accuracy:
-        metrics.append("accuracy")
+    metrics = [own_metric(ctx.task) or "loss"] + (["accuracy"] if ctx.has_accuracy else [])
     curves = [(name, epochs(int(best["number"]))) for name, (_, best) in zip(names, pair)]
     doc.image("curves_best.png", plots.curves_side_by_side(curves, metrics),
               "learning curves: best unregularized vs best regularized")
@@ -267,9 +389,8 @@ def _curves_and_boundaries(doc: Document, complete: pd.DataFrame, ctx: Context,
 def _complexity_frontier(doc: Document, complete: pd.DataFrame, ctx: Context) -> None:
     score = "best_val_accuracy" if ctx.has_accuracy else "best_val_mse"
     usable = complete.dropna(subset=["params_total", score]) if score in complete else complete.iloc[0:0]
-    if usable.empty:
-        doc.lacks("complexity/accuracy frontier: no trial with both params_total and a validation score")
-        return
+    if usable["params_total"].nunique() < 2:
+        return  # one model size: nothing to compare
 
     higher_better = score == "best_val_accuracy"
     doc.h2("Complexity against accuracy" if higher_better else "Complexity against validation error")
@@ -286,7 +407,7 @@ def _complexity_frontier(doc: Document, complete: pd.DataFrame, ctx: Context) ->
               "validation score against parameter count")
     doc.p(f"The front: the best {score.removeprefix('best_')} reached with at most that many parameters "
           f"({len(front_x)} step{'s' if len(front_x) != 1 else ''}; {int(usable['params_total'].nunique())} distinct "
-          f"model size{'s' if usable['params_total'].nunique() != 1 else ''}).")
+          "model sizes).")
 
 
 # ---------------------------------------------------------------- Optuna: importances and history
@@ -301,6 +422,9 @@ def _importances(doc: Document, ctx: Context, optuna_study: Any, spec: Mapping) 
 
     complete = optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     searched = list((spec.get("search") or {}).keys())
+    if len(searched) < 2:
+        doc.p(f"One searched parameter ({', '.join(searched) or 'none'}): no importances to compare.")
+        return
     if len(complete) < 2:
         doc.unavailable(f"parameter importances need at least 2 complete trials, the study has {len(complete)}")
         return

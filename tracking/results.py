@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -48,12 +49,12 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from fitgap.errors import UsageError
 from fitgap.sweeps.vocabulary import COMPLEXITY_METRICS, EPOCH_METRICS, HYPERPARAMETERS, TEST_METRICS
-from fitgap.tracking.diagnosis import Diagnosis, diagnose
+from fitgap.tracking.diagnosis import Diagnosis, diagnose_trial
 from fitgap.tracking.records import FINISHED_STATES, EpochRecord, LiveRecord, TrialRecord
 
 # The latest migration in tracking/migrations/versions. Comparing it with the version table is a single query,
 # far cheaper than loading Alembic just to learn that there is nothing to do (a test pins it to Alembic's head).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0006"
 # Optuna and MLflow each keep an `alembic_version` table: ours must not be confused with theirs.
 VERSION_TABLE = "fitgap_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -95,11 +96,12 @@ trials = Table(
     Column("verdict", Text),  # underfit, good_fit or overfit
     Column("verdict_reason", Text),
     Column("overfit_epoch", Integer),  # where overfitting set in; NULL: it did not
-    Column("fit_measure", Text),  # accuracy_gap or relative_mse_gap: loss-independent
-    Column("best_fit_gap", Float),
-    Column("final_fit_gap", Float),
+    Column("fit_measure", Text),  # how best_fit_gap/final_fit_gap are measured (`vocabulary.FIT_GAP_MEASURES`)
     Column("wait_s", Float),  # from Optuna's ask to started_at: its wait for a slot
     Column("executor_reason", Text),  # why that executor (and XLA mode) ran
+    Column("val_size", Integer),  # validation rows
+    Column("val_baseline", Float),  # the majority class's val accuracy, or the training mean's val mse
+    Column("repeats_json", Text),  # per repeat: its objective and fit gap at best_epoch
     UniqueConstraint("study", "number", name="uq_trials_study_number"),
     Index("ix_trials_study_state", "study", "state"),
     Index("ix_trials_study_value", "study", "value"),
@@ -126,6 +128,17 @@ epochs = Table(
     *(Column(m, Float) for m in EPOCH_METRICS),
     Column("ended_at", Float),  # unix seconds
     PrimaryKeyConstraint("trial_id", "epoch", name="pk_epochs"),
+)
+
+# A study started from another's trial (`fitgap path`): which one, and as what.
+study_links = Table(
+    "study_links",
+    metadata,
+    Column("study", Text, primary_key=True),
+    Column("parent_study", Text, nullable=False),
+    Column("parent_trial", Integer),
+    Column("kind", Text),  # "path"
+    Column("created_at", Float),  # unix seconds
 )
 
 
@@ -250,7 +263,7 @@ class ResultsDB:
             raise ResultsError(f"a stored trial must be one of {FINISHED_STATES}, but got {record.state=}")
         best, final, params = record.best, record.final, record.params
         if diagnosis is None:
-            diagnosis = diagnose(record.epochs, record.best_epoch)
+            diagnosis = diagnose_trial(record)
         row = {
             "study": record.study,
             "number": record.number,
@@ -280,8 +293,9 @@ class ResultsDB:
             "verdict_reason": diagnosis.reason if diagnosis.verdict else None,
             "overfit_epoch": diagnosis.overfit_epoch,
             "fit_measure": diagnosis.fit_measure,
-            "best_fit_gap": _num(diagnosis.fit_gap_at_best),
-            "final_fit_gap": _num(diagnosis.fit_gap_at_final),
+            "val_size": record.val_size,
+            "val_baseline": _num(record.val_baseline),
+            "repeats_json": json.dumps([dict(r) for r in record.per_repeat]) if record.per_repeat else None,
         }
         with self._engine.begin() as conn:
             # Replacing = delete (its params and epochs go by cascade) and insert, in the same transaction.
@@ -346,9 +360,24 @@ class ResultsDB:
         with self._engine.connect() as conn:
             return {name: json.loads(value) for name, value in conn.execute(query)}
 
-    def delete_study(self, study: str) -> int:
-        """Delete a study's trials with their params and epochs; return the number of trials deleted."""
+    def link_study(self, study: str, parent_study: str, parent_trial: int | None, kind: str) -> None:
+        """Record that `study` was started from trial `parent_trial` of `parent_study` (replacing an earlier link)."""
         with self._engine.begin() as conn:
+            conn.execute(delete(study_links).where(study_links.c.study == study))
+            conn.execute(insert(study_links), {"study": study, "parent_study": parent_study,
+                                               "parent_trial": parent_trial, "kind": kind, "created_at": time.time()})
+
+    def parent_of(self, study: str) -> dict | None:
+        """The link `link_study` recorded for `study` ({parent_study, parent_trial, kind, created_at}), or None."""
+        query = select(study_links).where(study_links.c.study == study)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else {k: v for k, v in row.items() if k != "study"}
+
+    def delete_study(self, study: str) -> int:
+        """Delete a study's trials with their params and epochs, and its link; return the number of trials deleted."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(study_links).where(study_links.c.study == study))
             return conn.execute(delete(trials).where(trials.c.study == study)).rowcount
 
     def close(self) -> None:

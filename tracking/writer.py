@@ -72,7 +72,7 @@ class TrackingWriter:
 
 
 def main() -> None:
-    from fitgap.tracking.diagnosis import diagnose
+    from fitgap.tracking.diagnosis import diagnose_trial
     from fitgap.tracking.results import ResultsDB
     from fitgap.tracking.writer import Written  # by its importable name: this module runs as __main__
 
@@ -88,7 +88,7 @@ def main() -> None:
                 results.write_running(message)
                 continue
             record, plot = message
-            diagnosis = diagnose(record.epochs, record.best_epoch)  # once: MLflow's tags and the results row agree
+            diagnosis = diagnose_trial(record)  # once: MLflow's tags and the results row agree
             sink.finish_trial(record, plot, diagnosis)  # the points not logged live
             results.write_trial(record, diagnosis)  # replaces the RUNNING row, if any
             answer = Written(record.number, attributes=diagnosis.attributes())

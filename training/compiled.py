@@ -71,7 +71,7 @@ def train(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool]) -> Tri
         rates = step_table(params, steps, epochs)
         rule = EpochRule(task, data.task, steps, on_epoch, lambda: _numpy(state))
         for epoch in range(epochs):
-            order = tf.constant(batch_order(task.seed, epoch, n).astype(np.int32))
+            order = tf.constant(batch_order(task.seed, epoch, n, param(params, "shuffle")).astype(np.int32))
             state, measured = loop.epoch(state, order, tf.constant(rates[epoch * steps:(epoch + 1) * steps]),
                                          epoch * steps, inputs)
             if rule.after(epoch, measured.numpy().tolist()):
@@ -144,7 +144,7 @@ class _Loop:
         model = start.model
         trainable = [tf.constant(v.numpy()) for v in model.trainable_variables]
         non_trainable = [tf.constant(v.numpy()) for v in model.non_trainable_variables]
-        starts = initial_slots(self.optimizer, [v.numpy() for v in trainable])
+        starts = initial_slots(self.optimizer, [v.numpy() for v in trainable], params)
         slots = [[tf.constant(s) for s in per] for per in starts]
         l1, l2 = regularizer_weights(params)
         hyper = {"l1": l1, "l2": l2, **optimizer_hyperparameters(params)}

@@ -9,13 +9,15 @@ trials agree record for record and outcome for outcome.
   `template` only shapes the graph: any model of the same config passes its own weights.
 - `EpochRule`: what follows every epoch, from its measured vector (`measured_names` order). A non-finite training
   loss fails the trial (FAIL "non-finite loss (nan) at epoch 7"; that epoch is not reported). Otherwise the
-  `EpochRecord` (the measures, `gap`, `accuracy_gap` for classification, `lr` = the rate of the epoch's first step,
-  `ended_at` = now) goes to `on_epoch`, and True from it stops the trial (PRUNED "stopped at epoch e"). Then early
-  stopping (`early_stopping` = a patience > 0) on the first objective (val_loss when there is none) stops once it has
-  not strictly improved for `patience` epochs, says so in the reason, and keeps the best epoch's weights (the first of
-  ties, the epoch the coordinator reports) as plain arrays: the trial ends with them.
+  `EpochRecord` (the measures, `loss_gap` = val_loss - loss, `fit_gap` (`vocabulary.fit_gap`), `accuracy_gap` for
+  classification, `lr` = the rate of the epoch's first step, `ended_at` = now) goes to `on_epoch`, and True from it
+  stops the trial (PRUNED "stopped at epoch e"). The rule keeps the weights of the best epoch on the first objective
+  (the first of ties: the epoch the coordinator reports and the score comes from), so the model a trial ends with,
+  its test score and its saved model are that epoch's; a complexity objective keeps the last epoch's. Early stopping
+  (`early_stopping` = a patience > 0) on the first objective (val_loss when it is a complexity metric) stops once it
+  has not strictly improved for `patience` epochs and says so in the reason.
 - `as_test_metrics`: the test set's measures by name (`test_loss`, `test_<metric>`); measured once, after training,
-  with the weights the trial ends with, and never used for selection.
+  with the weights the trial ends with (its best epoch's), and never used for selection.
 - Outcomes: `trained_outcome` (the rule's state and reason; a complete trial's test metrics and `final_artifacts`)
   and `failed_outcome` (FAIL from an exception: the `one_line` reason and the traceback). A trial's own problem never
   raises.
@@ -35,7 +37,7 @@ import tensorflow as tf
 
 from fitgap.errors import one_line
 from fitgap.studies.messages import TrialOutcome, TrialTask
-from fitgap.sweeps.vocabulary import COMPLEXITY_METRICS, TASK_METRICS, epoch_metrics
+from fitgap.sweeps.vocabulary import COMPLEXITY_METRICS, TASK_METRICS, epoch_metrics, fit_gap
 from fitgap.tracking.records import EpochRecord
 from fitgap.training.artifacts import trial_artifacts
 from fitgap.training.complexity import count, to_csv
@@ -121,21 +123,26 @@ def measure(template: keras.Model, task: str, head: Head, loss: keras.losses.Los
 
 
 @dataclass
-class _EarlyStopping:
-    patience: int
+class _BestEpoch:
+    """The best epoch so far on `metric` (strictly better only: the first of ties, the epoch the coordinator reports)
+    and its weights; with a `patience` > 0, early stopping once `patience` epochs were not better."""
+
     metric: str
     direction: str
+    patience: int = 0
     best: float | None = None
     best_epoch: int = -1
     weights: Weights | None = None
 
     @classmethod
-    def of(cls, task: TrialTask, measured: set[str]) -> _EarlyStopping | None:
+    def of(cls, task: TrialTask, measured: set[str]) -> _BestEpoch | None:
+        """On the first objective when epochs measure it; else (a complexity objective: the last epoch is the best)
+        only for early stopping, on val_loss."""
         patience = int(param(task.params, "early_stopping"))
-        if patience <= 0:
-            return None
-        watched = [(m, d) for m, d in task.objective[:1] if m in measured] or [("val_loss", "minimize")]
-        return cls(patience, *watched[0])
+        watched = [(m, d) for m, d in task.objective[:1] if m in measured]
+        if watched:
+            return cls(*watched[0], patience)
+        return cls("val_loss", "minimize", patience) if patience > 0 else None
 
     def after(self, epoch: int, metrics: Mapping[str, float], weights: Callable[[], Weights]) -> str | None:
         """Keep the weights of a strictly better epoch; the reason to stop once `patience` epochs were not."""
@@ -145,7 +152,7 @@ class _EarlyStopping:
         )
         if better:
             self.best, self.best_epoch, self.weights = value, epoch, weights()
-        elif epoch - self.best_epoch >= self.patience:
+        elif self.patience and epoch - self.best_epoch >= self.patience:
             return (f"early stopping after epoch {epoch}: {self.metric} not better than {self.best:.6g} (epoch "
                     f"{self.best_epoch}) for {self.patience} epochs; epoch {self.best_epoch}'s weights restored")
         return None
@@ -153,13 +160,14 @@ class _EarlyStopping:
 
 class EpochRule:
     """The after-epoch rule (see the module docstring) for one trial. `weights()` returns the trial's current weights
-    as plain arrays; it is called only when early stopping keeps a better epoch."""
+    as plain arrays; it is called at each epoch better than all before (`_BestEpoch`)."""
 
     def __init__(self, task: TrialTask, data_task: str, steps: int, on_epoch: Callable[[EpochRecord], bool],
                  weights: Callable[[], Weights]):
         self.task, self.steps, self.on_epoch, self.weights = task, steps, on_epoch, weights
         self.names = measured_names(data_task)
-        self.stopping = _EarlyStopping.of(task, set(epoch_metrics(data_task)))
+        self.data_task = data_task
+        self.stopping = _BestEpoch.of(task, set(epoch_metrics(data_task)))
         self.state, self.reason = "COMPLETE", None
 
     def after(self, epoch: int, measured: Sequence[float]) -> bool:
@@ -167,7 +175,8 @@ class EpochRule:
         values = dict(zip(self.names, measured))
         if not math.isfinite(values["loss"]):
             return self._stop("FAIL", f"non-finite loss ({values['loss']}) at epoch {epoch}")
-        metrics = {**values, "gap": values["val_loss"] - values["loss"],
+        metrics = {**values, "loss_gap": values["val_loss"] - values["loss"],
+                   "fit_gap": fit_gap(self.data_task, values),
                    "lr": epoch_learning_rate(self.task.params, epoch, self.steps)}
         if "accuracy" in values:
             metrics["accuracy_gap"] = values["accuracy"] - values["val_accuracy"]
@@ -185,11 +194,11 @@ class EpochRule:
 
     @property
     def best_weights(self) -> Weights | None:
-        """Early stopping's best epoch's weights, or None (no early stopping, or no finite epoch yet)."""
+        """The best epoch's weights, or None (a complexity objective without early stopping, or no finite epoch)."""
         return self.stopping.weights if self.stopping is not None else None
 
     def final_weights(self, current: Weights) -> Weights:
-        """The weights the trial ends with: the best epoch's under early stopping, else `current`."""
+        """The weights the trial ends with: the best epoch's (the score's), else `current`."""
         best = self.best_weights
         return current if best is None else best
 

@@ -8,12 +8,14 @@ alone: every member goes through the trial core (`core.start_trial`, `core.Epoch
 `on_epoch(record)` gets every member's records (`record.trial` says whose), each member's epochs in order.
 
 Each member's Keras model (its own seed: its own initial weights) is only read for its initial weights and
-complexity; each member visits its own `steps.batch_order` and reads its own per-step rate from `steps.step_table`.
-In the graph a Dense layer is a batched matmul over the trial axis. Per member, as tensors: learning rate, decay,
-regularizer weights (l1, l2 — so any regularizer type), optimizer hyperparameters, leaky_alpha; per member, by
-selection among the kinds present in the batch (`tf.where` on a trial mask): activation, loss (with its output
-activation and task metrics). Narrower hidden layers are zero-padded to the batch's widest and their padding is
-masked to zero after the activation, so padded units neither compute nor learn.
+complexity; each member visits its own `steps.batch_order` (reshuffled or not: `shuffle`) and reads its own per-step
+rate from `steps.step_table`. In the graph a Dense layer is a batched matmul over the trial axis. Per member, as
+tensors: learning rate, decay, regularizer weights (l1, l2 — so any regularizer type), optimizer hyperparameters (sgdm's
+`momentum_form` among them) and optimizer state (from its own start: adagrad's `initial_accumulator`), leaky_alpha;
+per member, by selection among the kinds present in the batch (`tf.where` on a trial mask): activation, loss (with its
+output activation and task metrics). Narrower hidden layers are zero-padded to the batch's widest and their padding
+is masked to zero after the activation, so padded units neither compute nor learn. A member without biases
+(`use_bias: false`) has its biases at zero and frozen, which adds exact zeros: it trains as its bias-free model.
 
 A member that stops (pruned, failed, early-stopped) is frozen by a per-trial mask: its weights and optimizer state no
 longer change, its later measurements are ignored, and the others go on unchanged (nothing mixes across the trial
@@ -125,8 +127,12 @@ class _Plan:
                      tuple(sorted({*self.losses, *other.losses})))
 
 
+def _dense_layers(start: TrialStart) -> list[keras.layers.Dense]:
+    return [layer for layer in start.model.layers if isinstance(layer, keras.layers.Dense)]
+
+
 def _hidden_widths(member: _Member) -> list[int]:
-    return [kernel.shape[1] for kernel in member.start.model.trainable_variables[0:-2:2]]
+    return [layer.units for layer in _dense_layers(member.start)[:-1]]
 
 
 def _plan_of(members: list[_Member], data, x_train: np.ndarray, x_val: np.ndarray) -> _Plan:
@@ -159,11 +165,12 @@ class _Batch:
         padded = [m.task.params for m in members] + [first] * (plan.k - len(members))  # padding: frozen copies
         self.weights = [tf.constant(w) for w in _stacked([m.start for m in members], plan.widths, plan.k)]
         optimizer = OPTIMIZER_RULES[param(first, "optimizer")]
-        starts = initial_slots(optimizer, [w.numpy() for w in self.weights])
+        starts = initial_slots(optimizer, [w.numpy() for w in self.weights], padded)
         self.slots = [[tf.constant(s) for s in per] for per in starts]
         self.masks = [tf.constant(mask) for mask in _masks(members, plan)]
         self.hyper = self._per_trial(padded)
         self.active = np.arange(plan.k) < len(members)  # padding never trains
+        self.biased = [bool(param(p, "use_bias")) for p in padded]
         self.rates = np.stack([step_table(p, self.steps, self.epochs) for p in padded])  # (K, steps * epochs)
         self.data_tensors = tuple(tf.constant(a) for a in (self.x_train, data.y_train, self.x_val, data.y_val))
         self._current: list[np.ndarray] | None = None
@@ -177,6 +184,7 @@ class _Batch:
         hyper = {name: vector([o[name] for o in optimizer]) for name in optimizer[0]}
         hyper["l1"], hyper["l2"] = vector([r[0] for r in regularizers]), vector([r[1] for r in regularizers])
         hyper["leaky_alpha"] = vector([float(param(p, "leaky_alpha")) for p in params])
+        hyper["use_bias"] = vector([bool(param(p, "use_bias")) for p in params], tf.bool)
         hyper["activation"] = vector([[param(p, "activation") == a for p in params] for a in self.plan.activations],
                                      tf.bool)
         hyper["loss"] = vector([[_loss_kind(p, self.data.task) == c for p in params] for c in self.plan.losses],
@@ -196,7 +204,8 @@ class _Batch:
         active, n, steps = self.active, self.n, self.steps
         padding = [np.arange(n)] * (self.plan.k - len(self.members))
         for epoch in range(self.epochs):
-            orders = np.stack([batch_order(m.task.seed, epoch, n) for m in self.members] + padding).astype(np.int32)
+            orders = np.stack([batch_order(m.task.seed, epoch, n, param(m.task.params, "shuffle"))
+                               for m in self.members] + padding).astype(np.int32)
             rates = self.rates[:, epoch * steps:(epoch + 1) * steps].T
             self.weights, self.slots, measured = self.graphs.epoch(
                 self.weights, self.slots, self.hyper, self.masks, tf.constant(active), tf.constant(orders),
@@ -228,10 +237,14 @@ class _Batch:
                 continue
             try:
                 outcome = trained_outcome(m.task, self.data, m.start, m.rule, EXECUTOR,
-                                          lambda x, y, i=i: tested[i], weights)
+                                          lambda x, y, i=i: tested[i], self._as_model(i, weights))
                 m.outcome = dataclasses.replace(outcome, executor_reason=self.graphs.epoch.reason)
             except Exception as error:  # its artifacts: that member alone fails
                 m.outcome = failed_outcome(m.task, error, EXECUTOR, m.start)
+
+    def _as_model(self, index: int, weights: list[np.ndarray] | None) -> list[np.ndarray] | None:
+        """A member's (padded) kernels and biases in its own model's variables: a bias-free member has no biases."""
+        return weights if weights is None or self.biased[index] else weights[0::2]
 
     def _test_values(self, final: list[list[np.ndarray] | None]) -> list[list[float]]:
         """Every member's measures on the test set, with its final weights (a stopped one's: its last); one call."""
@@ -252,16 +265,18 @@ def _masks(members: list[_Member], plan: _Plan) -> list[np.ndarray]:
 
 
 def _stacked(starts: list[TrialStart], widths: tuple[int, ...], k: int) -> list[np.ndarray]:
-    """Every member's kernels and biases, zero-padded to `widths` and stacked (k rows; the rows after the members' are
-    padding): kernel, bias per layer."""
+    """Every member's kernels and biases (zeros for a member without), zero-padded to `widths` and stacked (k rows;
+    the rows after the members' are padding): kernel, bias per layer."""
     stacked = []
     for layer in range(len(widths) - 1):
         kernels = np.zeros((k, widths[layer], widths[layer + 1]), np.float32)
         biases = np.zeros((k, widths[layer + 1]), np.float32)
         for i, s in enumerate(starts):
-            kernel, bias = (v.numpy() for v in s.model.trainable_variables[2 * layer:2 * layer + 2])
+            dense = _dense_layers(s)[layer]
+            kernel = dense.kernel.numpy()
             kernels[i, :kernel.shape[0], :kernel.shape[1]] = kernel
-            biases[i, :bias.shape[0]] = bias
+            if dense.use_bias:
+                biases[i, :kernel.shape[1]] = dense.bias.numpy()
         stacked += [kernels, biases]
     return stacked
 
@@ -341,9 +356,10 @@ class _Graphs:
             total = tf.reduce_sum(totals)  # the members' gradients stay apart: d total / d w_k = d totals_k / d w_k
         gradients = tape.gradient(total, weights)
         new_weights, new_slots = [], []
-        for p, g, s in zip(weights, gradients, slots):
+        biased = tf.logical_and(active, hyper["use_bias"])  # a bias-free member's biases stay 0
+        for index, (p, g, s) in enumerate(zip(weights, gradients, slots)):
             updated, kept = self.rule.update(p, g, s, along(lr, p), step, hyper)
-            on = along(active, p)  # a stopped member is frozen
+            on = along(active if index % 2 == 0 else biased, p)  # a stopped member is frozen
             new_weights.append(tf.where(on, updated, p))
             new_slots.append([tf.where(on, a, b) for a, b in zip(kept, s)])
         return new_weights, new_slots

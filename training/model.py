@@ -3,7 +3,8 @@ from the results database.
 
 `params["model_kind"]` picks the builder (`MODEL_KINDS`; absent means mlp): every kind is made of the same pieces
 (`parts.Parts`: activation, initializer, kernel regularizer, dropout) and ends with the output layer of the head for the
-trial's task and loss (`heads.HEADS`). The optimizers are the course's five (`OPTIMIZERS`).
+trial's task and loss (`heads.HEADS`). The optimizers are the course's five (`OPTIMIZERS`), in Keras's forms unless
+the params ask for the course's (`momentum_form`, `initial_accumulator`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import keras
 from fitgap.training.builder import Kit, build_user_model
 from fitgap.training.cnn import build_cnn
 from fitgap.training.heads import head_for
+from fitgap.training.optimizers import CourseMomentum
 from fitgap.training.parts import Parts, choose, param
 from fitgap.training.parts import validate as check_parts
 
@@ -56,12 +58,18 @@ def build_model(params: Params, input_shape: int | tuple[int, ...], task: str = 
 # (params, sample shape, parts, output layer factory) -> model; "builder" is the user's function (`builder.py`)
 MODEL_KINDS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp, "cnn": build_cnn}
 
-# Keras's implementations; what the spec does not set keeps Keras's default (epsilon 1e-7; Adagrad starts its
-# accumulator at 0.1). The learning rate is a float or fitgap's per-step schedule (`reference._StepRates`).
+# sgdm by `momentum_form`: Keras's (v = momentum v - lr g; w += v) or the course's (`optimizers.CourseMomentum`).
+MOMENTUM_FORMS = {"keras": keras.optimizers.SGD, "course": CourseMomentum}
+
+# Keras's implementations (and the course's momentum); what the spec does not set keeps Keras's default (epsilon
+# 1e-7; Adagrad's accumulator starts at `initial_accumulator`, 0.1). The learning rate is a float or fitgap's
+# per-step schedule (`reference._StepRates`).
 OPTIMIZERS: dict[str, Callable[[Params, Any], keras.optimizers.Optimizer]] = {
     "sgd": lambda params, rate: keras.optimizers.SGD(learning_rate=rate),
-    "sgdm": lambda params, rate: keras.optimizers.SGD(learning_rate=rate, momentum=float(param(params, "momentum"))),
-    "adagrad": lambda params, rate: keras.optimizers.Adagrad(learning_rate=rate),
+    "sgdm": lambda params, rate: choose(MOMENTUM_FORMS, params, "momentum_form")(
+        learning_rate=rate, momentum=float(param(params, "momentum"))),
+    "adagrad": lambda params, rate: keras.optimizers.Adagrad(
+        learning_rate=rate, initial_accumulator_value=float(param(params, "initial_accumulator"))),
     "rmsprop": lambda params, rate: keras.optimizers.RMSprop(learning_rate=rate, rho=float(param(params, "rho"))),
     "adam": lambda params, rate: keras.optimizers.Adam(learning_rate=rate, beta_1=float(param(params, "beta_1")),
                                                        beta_2=float(param(params, "beta_2"))),

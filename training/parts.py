@@ -3,6 +3,7 @@ hyperparameter.
 
 Choices made once here, for every model kind (a user's builder gets the same pieces through `Parts`):
 - kernels start with `initializer` (default he_normal: the course's centred weights, std sqrt(2 / n_in)); biases at 0;
+- `use_bias: false` drops the bias of every Dense and Conv2D layer (the course's linear models, y = w1 x1 + w2 x2);
 - the regularizer penalizes kernels only (every Dense and Conv2D, the output layer included), never biases.
   fitgap's `l2` is Keras's `L2(w)` = w * sum(x**2): twice the course's `w * tf.nn.l2_loss(x)`, so the course's
   weight 0.03 is 0.015 here. `l1` is w * sum(|x|); `l1_l2` is w * (l1_ratio * sum(|x|) + (1 - l1_ratio) * sum(x**2));
@@ -87,12 +88,16 @@ class Parts:
         rate = float(param(self.params, "dropout"))
         return keras.layers.Dropout(rate) if rate > 0 else None
 
+    def use_bias(self) -> bool:
+        return bool(param(self.params, "use_bias"))
+
     def dense(self, units: int, activation: str | None = None) -> keras.layers.Dense:
-        return keras.layers.Dense(units, activation=activation, kernel_initializer=self.initializer(),
-                                  bias_initializer="zeros", kernel_regularizer=self.regularizer())
+        return keras.layers.Dense(units, activation=activation, use_bias=self.use_bias(),
+                                  kernel_initializer=self.initializer(), bias_initializer="zeros",
+                                  kernel_regularizer=self.regularizer())
 
     def conv(self, filters: int, kernel: int, stride: int, padding: str) -> keras.layers.Conv2D:
-        return keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding,
+        return keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=self.use_bias(),
                                    kernel_initializer=self.initializer(), bias_initializer="zeros",
                                    kernel_regularizer=self.regularizer())
 

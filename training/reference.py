@@ -4,9 +4,9 @@ executors must match it epoch by epoch.
 Contract: `train_batch(tasks, data, on_epoch)` trains the tasks one after another (`train`), each through the trial
 core (`core.start_trial`, `core.EpochRule`, `core.measure`, the outcomes), and returns their outcomes in order.
 What is decided here rather than by Keras, so that every executor agrees:
-- the batch order: epoch e visits `steps.batch_order(seed, e, n)` in `batch_size` chunks (the last may be partial),
-  one epoch after another in one tf.data pipeline (`_batches`); a cnn's `augment` changes each training image with a
-  stateless seed (training seed, epoch, row);
+- the batch order: epoch e visits `steps.batch_order(seed, e, n, shuffle)` in `batch_size` chunks (the last may be
+  partial), one epoch after another in one tf.data pipeline (`_batches`); a cnn's `augment` changes each training
+  image with a stateless seed (training seed, epoch, row);
 - the learning rate of every optimizer step: `steps.step_table`, which the optimizer reads as its schedule
   (`_StepRates`);
 - the measures: after each epoch, the whole train and validation sets in inference mode, without the penalty
@@ -32,6 +32,7 @@ from fitgap.training.cnn import augmenter
 from fitgap.training.core import EpochRule, TrialStart, failed_outcome, measure, start_trial, trained_outcome
 from fitgap.training.heads import Head
 from fitgap.training.model import make_optimizer
+from fitgap.training.parts import param
 from fitgap.training.steps import batch_order, step_table
 
 EXECUTOR = "keras"
@@ -60,7 +61,8 @@ def train(task: TrialTask, data, on_epoch: Callable[[EpochRecord], bool]) -> Tri
         )
         after_epoch = _AfterEpoch(EpochRule(task, data.task, steps, on_epoch, model.get_weights), start, task, data)
         model.fit(
-            _batches(start.x_train, start.targets, batch_size, epochs, task.seed, augmenter(params)),
+            _batches(start.x_train, start.targets, batch_size, epochs, task.seed, param(params, "shuffle"),
+                     augmenter(params)),
             epochs=epochs,
             steps_per_epoch=steps,
             callbacks=[after_epoch],
@@ -89,11 +91,11 @@ class _StepRates(keras.optimizers.schedules.LearningRateSchedule):
         return {"table": self.table.numpy().tolist()}
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int,
+def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool,
              augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None) -> tf.data.Dataset:
     """All epochs' batches, one epoch after another, each epoch in `batch_order` (so fit's iterator never resets)."""
     n = len(x)
-    orders = np.stack([batch_order(seed, epoch, n).astype(np.int32) for epoch in range(epochs)])
+    orders = np.stack([batch_order(seed, epoch, n, shuffle).astype(np.int32) for epoch in range(epochs)])
     x, y = tf.constant(x), tf.constant(y)
 
     def epoch_batches(epoch, order):

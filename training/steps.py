@@ -43,6 +43,9 @@ def epoch_learning_rate(params: Mapping[str, Any], epoch: int, steps_per_epoch: 
     return float(learning_rates(params, np.array([epoch * steps_per_epoch]), steps_per_epoch)[0])
 
 
-def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order in which epoch `epoch` visits the `n` training rows: a permutation fixed by (seed, epoch) alone."""
+def batch_order(seed: int, epoch: int, n: int, shuffle: bool = True) -> np.ndarray:
+    """The order in which epoch `epoch` visits the `n` training rows: a permutation fixed by (seed, epoch) alone, or
+    without `shuffle` (the trial's `shuffle: false`, the course's way) the rows in their stored order, every epoch."""
+    if not shuffle:
+        return np.arange(n)
     return np.random.default_rng([seed, epoch]).permutation(n)
