@@ -1,9 +1,10 @@
-"""What the batching rule (`studies/batching.py`) costs: the demo study with the rule and without it, in one run.
+"""What the batching rule (`studies/batching.py`) costs: the dot sweep (`sweeps/specs/dot.yaml`, TPE) with the rule
+and without it, in one run.
 
     .venv/bin/python bench/batching.py [--trials 30 100] [--pairs 1] [--spec sweeps/specs/dot.yaml]
 
-The spec (default: the demo, TPE, `executor: auto`, hence fused batches of K = 64 on the dot data) is launched through
-the public API into fresh workspaces, for each budget with the rule as shipped and without it (the coordinator's
+The spec (default: the dot sweep, TPE, `executor: auto`, hence fused batches of K = 64 on the dot data) is launched
+through the public API into fresh workspaces, for each budget with the rule as shipped and without it (the coordinator's
 `in_flight_limit` replaced by "no limit", for this benchmark only), as a user runs it: storage, tracking and the
 executor's start-up included; `--pairs N` launches each N times, interleaved (bound, free, free, bound, ...) so that
 neither gets the quieter minutes of a shared machine. Printed per launch: seconds end to end, trials per minute, the

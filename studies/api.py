@@ -53,6 +53,7 @@ class Summary:
     elapsed_s: float = 0.0
     experiment_id: str | None = None
     running: list[Running] = field(default_factory=list)  # `status` only
+    parent: dict | None = None  # the trial a `fitgap path` study started from ({study, trial})
 
     def __repr__(self) -> str:
         """One line for a notebook; `finished` holds the records, `fitgap.trials(study)` the table of all trials."""
@@ -294,6 +295,7 @@ def _summary(study: optuna.Study, finished=(), started: float | None = None, han
         finished=list(finished),
         elapsed_s=time.time() - started if started else 0.0,
         experiment_id=handle.study_run.experiment_id if handle else None,
+        parent=study.user_attrs.get("fitgap.parent"),
     )
 
 

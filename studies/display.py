@@ -101,8 +101,8 @@ def print_summary(summary, stores: dict, answer: list[str] = ()) -> None:
     for line in answer:
         click.echo(f"answer: {line}")
     where = f" --workspace {stores['workspace']}" if stores.get("workspace") else ""
-    click.echo(f"next: fitgap report {summary.study}{where}   |   fitgap path {summary.study}{where}   |   "
-               f"fitgap ui {summary.study}{where}")
+    path = "" if summary.parent else f"fitgap path {summary.study}{where}   |   "  # not a path of a path
+    click.echo(f"next: fitgap report {summary.study}{where}   |   {path}fitgap ui {summary.study}{where}")
 
 
 def counts_text(summary) -> str:

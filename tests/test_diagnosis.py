@@ -202,4 +202,6 @@ def test_no_epochs_no_verdict_and_the_tags():
     tags = d.tags()
     assert tags["fitgap.verdict"] == "overfit" and tags["fitgap.fit_measure"] == "val_bce - bce"
     assert "fitgap.overfit_epoch" not in tags
-    assert d.numbers() == {"best_fit_gap": pytest.approx(0.3), "final_fit_gap": pytest.approx(0.3)}
+    assert (d.best_fit_gap, d.final_fit_gap) == (pytest.approx(0.3), pytest.approx(0.3)) and d.numbers() == {}
+    train, val = valley()
+    assert diagnose(classification(N, 0.95, 0.95, train, val)).numbers() == {"overfit_epoch": 40}

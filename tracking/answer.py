@@ -164,7 +164,7 @@ def why_none(kind: str, points: list[PathPoint], ctx: Context) -> str:
     mine = [p for p in points if p.regularizer == kind]
     base_gap = mine[0].gap.a_mean if mine else math.nan
     if base_gap <= OVERFIT_GAP:
-        return f"the unregularized model hardly overfits here (fit gap {num(base_gap)}): there is little to fix"
+        return f"the unregularized model hardly overfits here (fit gap {_short(base_gap)}): there is little to fix"
     if all(p.gap.low is None for p in mine):
         return "with one seed per point, no difference is clear"
     if not any(p.gap.sign < 0 for p in mine):

@@ -73,10 +73,9 @@ class Diagnosis:
     reason: str = ""  # which rule decided, with its numbers
 
     def numbers(self) -> dict[str, float]:
-        """The diagnosis's numbers as MLflow metrics, named as the results database's columns."""
-        values = {"best_fit_gap": self.best_fit_gap, "final_fit_gap": self.final_fit_gap,
-                  "overfit_epoch": self.overfit_epoch}
-        return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+        """The diagnosis's numbers as MLflow metrics, named as the results database's columns: those the epochs do
+        not give already (`best_fit_gap` and `final_fit_gap` are `best_<m>` and `final_<m>` of the epoch metric)."""
+        return {} if self.overfit_epoch is None else {"overfit_epoch": self.overfit_epoch}
 
     def attributes(self) -> dict[str, object]:
         """What the Optuna trial carries of it, for optuna-dashboard (which shows user attributes): one attribute,
