@@ -123,6 +123,14 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _one_axes(figure: Figure, ax, xlabel: str, ylabel: str, title: str, height: float = 4) -> bytes:
+    """A single-axes figure's labels, title and legend (outside, right), as PNG bytes."""
+    _labels(ax, xlabel, ylabel, 5.5, height)
+    _title(figure, title)
+    _legend(figure, [ax])
+    return _png(figure)
+
+
 def _column(epochs: Sequence[Mapping[str, float]], name: str) -> np.ndarray:
     return np.array([math.nan if e.get(name) is None else e[name] for e in epochs], dtype=float)
 
@@ -256,10 +264,7 @@ def scatter_groups(groups: Mapping[str, tuple[Sequence[float], Sequence[float]]]
     else:
         _log_if_spread(ax, "y", *[y for _, y in groups.values()])
     _baseline(ax, baseline, baseline_label)
-    _labels(ax, xlabel, ylabel, 5.5, 4)
-    _title(figure, title)
-    _legend(figure, [ax])
-    return _png(figure)
+    return _one_axes(figure, ax, xlabel, ylabel, title)
 
 
 def _x_scale(ax, log_x: bool | None, values: Sequence) -> None:
@@ -284,10 +289,7 @@ def strip_plot(groups: Mapping[str, Sequence[float]], ylabel: str, title: str = 
                   ha="right" if crowded else "center")
     _log_if_spread(ax, "y", *groups.values())
     _baseline(ax, baseline, baseline_label)
-    _labels(ax, "", ylabel, 5.5, 4)
-    _title(figure, title)
-    _legend(figure, [ax])
-    return _png(figure)
+    return _one_axes(figure, ax, "", ylabel, title)
 
 
 def frontier(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
@@ -303,10 +305,7 @@ def frontier(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlab
     _x_scale(ax, log_x, [x for x, _ in points.values()])
     _log_if_spread(ax, "y", *[y for _, y in points.values()])
     _baseline(ax, baseline, baseline_label)
-    _labels(ax, xlabel, ylabel, 5.5, 4)
-    _title(figure, title)
-    _legend(figure, [ax])
-    return _png(figure)
+    return _one_axes(figure, ax, xlabel, ylabel, title)
 
 
 def path_plot(groups: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
@@ -331,10 +330,7 @@ def path_plot(groups: Mapping[str, tuple[Sequence[float], Sequence[float], Seque
     if best_weight is not None:
         ax.axvline(best_weight, color="gray", linestyle=":", linewidth=1, label=f"chosen weight {best_weight:g}")
     _log_axis(ax, "x", _finite(*(weights for weights, *_ in groups.values())))
-    _labels(ax, "regularization weight", ylabel, 5.5, 4)
-    _title(figure, title)
-    _legend(figure, [ax])
-    return _png(figure)
+    return _one_axes(figure, ax, "regularization weight", ylabel, title)
 
 
 def history(numbers: Sequence[int], values: Sequence[float], best_so_far: Sequence[float], ylabel: str,
@@ -344,10 +340,7 @@ def history(numbers: Sequence[int], values: Sequence[float], best_so_far: Sequen
     ax.scatter(numbers, values, s=14, color="tab:blue", label="trial")
     ax.step(numbers, best_so_far, where="post", color="tab:red", label="best so far")
     _log_if_spread(ax, "y", values)
-    _labels(ax, "trial", ylabel, 5.5, 3.6)
-    _title(figure, title)
-    _legend(figure, [ax])
-    return _png(figure)
+    return _one_axes(figure, ax, "trial", ylabel, title, height=3.6)
 
 
 def bars(values: Mapping[str, float], xlabel: str, title: str = "") -> bytes:

@@ -73,7 +73,8 @@ def build_report(study: str, trials: Sequence[Mapping[str, Any]], epochs: Callab
         doc.lacks("no COMPLETE trial yet: every table and plot needs at least one (launch the study, or wait for it)")
     else:
         _best(doc, complete, ctx)
-        if _is_path(complete):
+        is_path = _is_path(complete)
+        if is_path:
             _path(doc, complete, ctx, epochs, artifact)
         else:
             _regularization(doc, complete, ctx)
@@ -84,7 +85,7 @@ def build_report(study: str, trials: Sequence[Mapping[str, Any]], epochs: Callab
             _pareto(doc, complete, ctx, optuna_study)
         else:
             _best_per_regularizer(doc, complete, ctx)
-        if not _is_path(complete):
+        if not is_path:
             _curves_and_boundaries(doc, complete, ctx, epochs, artifact)
         _complexity_frontier(doc, complete, ctx)
     _importances(doc, ctx, optuna_study, spec)

@@ -192,7 +192,7 @@ class _Batch:
         return hyper
 
     def member_weights(self, index: int) -> list[np.ndarray]:
-        """One member's (padded) weights now: what early stopping keeps."""
+        """One member's (padded) weights now: what the best epoch keeps."""
         if self._current is None:
             self._current = [w.numpy() for w in self.weights]
         return [w[index].copy() for w in self._current]
