@@ -105,7 +105,7 @@ def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -
         try:
             with stores.coordinator_lock():
                 handle = StudyHandle.open(spec, stores, data.content_hash, save_models="none", plots="none")
-                timings.wrap(handle.study, "ask", "ask")
+                timings.wrap(handle, "ask", "ask")
                 for name in ("remaining", "used_budget", "fail_stale_trials", "stop_requested", "heartbeat"):
                     timings.wrap(handle, name, "budget")  # the checks around each ask and tell
                 timings.wrap(handle.study, "tell", "tell")

@@ -182,6 +182,10 @@ class Coordinator:
     # -- asking and dispatching -------------------------------------------------------------------------------------
 
     def _remaining(self) -> int:
+        """Trials still to ask for. On a workspace this coordinator holds alone its own count is the storage's (a
+        storage read re-reads every running trial: ~1 ms each, so per ask of a fused batch, O(K²))."""
+        if self.h.stores.exclusive:
+            return self.h.budget - self.used - len(self.trials)
         return self.h.remaining()
 
     def _dispatch(self) -> None:
@@ -246,10 +250,10 @@ class Coordinator:
             return
         with self.h.asking():  # several coordinators on one server: the budget check and the asks are one step
             self.stopping = self.stopping or self.h.stop_requested()
-            remaining = 0 if self.stopping else self.h.remaining()
+            remaining = 0 if self.stopping else self._remaining()
             asked = []
             for _ in range(min(wanted, remaining)):
-                trial = self.h.study.ask()
+                trial = self.h.ask()
                 asked.append((trial, time.time(), trial_params(self.spec, suggest(trial, self.spec))))
         self.spent = remaining <= wanted
         for trial, asked_at, params in asked:

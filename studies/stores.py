@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fitgap import sqlite
 from fitgap.errors import UsageError, scrub
 from fitgap.tracking.results import error_line, redact, sqlite_path
 
@@ -37,6 +38,7 @@ class Stores:
     def resolve(cls, workspace=None, storage=None, tracking_uri=None, results_url=None) -> "Stores":
         """Options win over FITGAP_* variables (the CLI reads those), which win over the workspace defaults."""
         ws = Path(workspace or os.environ.get("FITGAP_WORKSPACE") or DEFAULT_WORKSPACE).absolute()
+        sqlite.tune()  # before any store is opened
         return cls(
             workspace=ws,
             storage=storage or f"sqlite:///{ws / 'optuna.db'}",

@@ -414,15 +414,15 @@ def test_the_end_of_a_trial_logs_to_mlflow_only_the_points_its_live_writes_did_n
     sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
     run_id = sink.start_trial(sink.study_run("sink", {}, "name: sink\n"), 0, {}, {})
     epochs = tuple(EpochRecord(0, e, {"loss": 1 / (e + 1)}, ended_at=1_700_000_000.0 + e) for e in range(5))
-    sent, log_batch = [], sink.client.log_batch
-    sink.client.log_batch = lambda run, metrics=(), **others: (sent.extend(metrics),
-                                                              log_batch(run, metrics=metrics, **others))
+    sent, log_metrics = [], sink._log_metrics
+    sink._log_metrics = lambda run, metrics: (sent.extend(metrics), log_metrics(run, metrics))
     sink.log_live(LiveRecord("sink", 0, run_id, {}, epochs[:3], 1, "cpu", 0, 1_700_000_000.0, 0.5, "keras"))
     sink.finish_trial(TrialRecord("sink", 0, "COMPLETE", {}, (0.2,), 4, epochs, {}, 1, "cpu", 0, 1_700_000_000.0,
                                   1_700_000_005.0, mlflow_run_id=run_id, wait_s=0.5), plot=False)
     assert [(m.step, m.timestamp) for m in sent if m.key == "loss"] == [(e, 1_700_000_000_000 + 1000 * e)
                                                                          for e in range(5)]
     assert {m.key: m.value for m in sent if m.key in ("duration_s", "wait_s")} == {"duration_s": 5.0, "wait_s": 0.5}
+    assert [m.step for m in sink.client.get_metric_history(run_id, "loss")] == list(range(5))
 
 
 def test_trials_shorter_than_the_live_interval_are_written_once_at_their_end(workspace, monkeypatch):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 
@@ -17,6 +15,8 @@ import psycopg
 import pytest
 
 from fitgap.tracking.results import ResultsDB
+
+from conftest import mlflow_server
 
 from conftest import fitgap
 
@@ -42,27 +42,8 @@ def databases():
 
 @pytest.fixture(scope="module")
 def tracking_server(databases, tmp_path_factory):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    artifacts = tmp_path_factory.mktemp("artifacts")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", databases["mlflow"],
-         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            assert server.poll() is None and time.time() < deadline, "the MLflow server did not start"
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    with mlflow_server(databases["mlflow"], tmp_path_factory.mktemp("artifacts")) as url:
+        yield url
 
 
 def test_two_workers_share_one_study_and_lose_nothing(databases, tracking_server, tmp_path):

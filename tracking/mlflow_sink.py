@@ -2,7 +2,8 @@
 run per trial. Never imports studies, training or TensorFlow.
 
 Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), and a trial's curves
-are written in a few `log_batch` calls, not one call per point: each call is a round trip to the store. A running
+are written in one transaction straight into MLflow's tables where their schema is verified (`mlflow_tables`), else
+in a few `log_batch` calls, not one call per point: each call is a round trip to the store. A running
 trial's new points come as they are flushed (`log_live`), the rest when it ends (`finish_trial`); each point once,
 stamped with the time its epoch ended.
 
@@ -27,6 +28,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from fitgap.channel import Child
 from fitgap.errors import UsageError
 from fitgap.tracking.diagnosis import Diagnosis, diagnose_trial
+from fitgap.tracking.mlflow_tables import MetricTables
 from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 
 for _name in ("mlflow", "alembic"):
@@ -57,6 +59,7 @@ class MlflowSink:
         self.artifact_root = artifact_root  # local stores only: else MLflow writes artifacts under the cwd
         self._plotter: _Plotter | None = None  # started by the first trial that has something to plot
         self._logged_live: dict[str, int] = {}  # run id -> epochs of its curve logged by `log_live`
+        self._tables: MetricTables | None | bool = False  # False: not opened yet (the store may not exist yet)
 
     def experiment(self, study: str, create: bool = True) -> str | None:
         """The study's experiment id (created, tagged for model training, when missing and `create`)."""
@@ -142,10 +145,10 @@ class MlflowSink:
         if record.epochs:  # why a run has no learning_curves.png (`fitgap report` still plots the trials it shows)
             tags["fitgap.plots"] = "rendered in the background" if render else \
                 "skipped: trials ended faster than plots" if plot else "not rendered (--plots)"
-        for i in range(0, len(params), _MAX_PARAMS):
-            self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS])
         self._log_metrics(run_id, metrics)
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in list(tags.items())[:_MAX_TAGS]])
+        tags = [RunTag(k, str(v)) for k, v in list(tags.items())[:_MAX_TAGS]]
+        for i in range(0, max(len(params), 1), _MAX_PARAMS):  # params and tags in one call (mostly)
+            self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS], tags=tags if i == 0 else [])
         self.log_files(run_id, record.artifacts)
         self.client.set_terminated(run_id, _STATUS[record.state], end_time=int(record.finished_at * 1000))
         if render:  # the run was started by the coordinator, in another process: its artifact URI is read back
@@ -154,6 +157,10 @@ class MlflowSink:
             self._plotter.submit(self.client.get_run(run_id).info.artifact_uri, record, diagnosis.overfit_epoch)
 
     def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
+        if self._tables is False:
+            self._tables = MetricTables.open(self.client.tracking_uri)
+        if self._tables is not None and self._tables.write(run_id, metrics):
+            return
         for i in range(0, len(metrics), _MAX_METRICS):
             self.client.log_batch(run_id, metrics=metrics[i : i + _MAX_METRICS])
 

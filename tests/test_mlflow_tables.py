@@ -1,0 +1,93 @@
+"""Points written straight into MLflow's tables (`tracking.mlflow_tables`) read back, through MLflow's own client
+and its tracking server's REST API (what the UI calls), exactly as the same points written by `log_batch`."""
+
+import math
+
+import pytest
+import requests
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from fitgap import sqlite
+from fitgap.tracking.mlflow_tables import MetricTables
+
+from conftest import mlflow_server
+
+
+def points(first_epoch: int, epochs: int) -> list[Metric]:
+    out = []
+    for e in range(first_epoch, first_epoch + epochs):
+        out += [Metric("loss", 1 / (e + 1), 1_700_000_000_000 + e, e), Metric("val_loss", 2 / (e + 1), 1_700_000_000_000, e)]
+    out += [Metric("odd", math.nan, 1, first_epoch), Metric("big", math.inf, 1, first_epoch),
+            Metric("small", -math.inf, 1, first_epoch), Metric("tie", float(first_epoch), 5, 3)]
+    return out
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    sqlite.tune()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("tables")
+    by_api, by_tables = (client.create_run(experiment).info.run_id for _ in range(2))
+    tables = MetricTables.open(uri)
+    assert tables is not None, "the installed MLflow's schema is not verified: check it and add its revision"
+    for first, count in ((0, 3), (3, 4)):  # live points, then the rest, as a long trial logs them
+        client.log_batch(by_api, metrics=points(first, count))
+        assert tables.write(by_tables, points(first, count))
+    return uri, client, by_api, by_tables
+
+
+def rows(uri: str, table: str, run_id: str) -> list[tuple]:
+    engine = sa.create_engine(uri)
+    with engine.connect() as conn:
+        found = conn.execute(sa.text(f"SELECT key, value, timestamp, step, is_nan FROM {table} WHERE run_uuid = :r "
+                                     "ORDER BY key, step, timestamp, value"), {"r": run_id}).all()
+    engine.dispose()
+    return [tuple(row) for row in found]
+
+
+def test_the_rows_are_those_log_batch_writes(two_runs):
+    uri, _, by_api, by_tables = two_runs
+    for table in ("metrics", "latest_metrics"):
+        assert rows(uri, table, by_tables) == rows(uri, table, by_api)
+    assert len(rows(uri, "metrics", by_api)) == 2 * 7 + 8
+
+
+def test_mlflow_s_client_reads_both_runs_alike(two_runs):
+    _, client, by_api, by_tables = two_runs
+    api, tables = client.get_run(by_api).data.metrics, client.get_run(by_tables).data.metrics
+    assert {k: repr(v) for k, v in tables.items()} == {k: repr(v) for k, v in api.items()}  # nan != nan
+    assert tables["loss"] == pytest.approx(1 / 7) and math.isnan(tables["odd"])
+    for key in ("loss", "val_loss", "odd", "big", "tie"):
+        history = [(m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(by_tables, key)]
+        assert history == [(m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(by_api, key)]
+    experiment = client.get_run(by_api).info.experiment_id
+    ordered = client.search_runs([experiment], "metrics.loss < 1", order_by=["metrics.val_loss ASC"])
+    assert {r.info.run_id for r in ordered} == {by_api, by_tables}
+
+
+def test_the_server_s_ui_endpoints_read_both_runs_alike(two_runs, tmp_path):
+    uri, _, by_api, by_tables = two_runs
+
+    def history(run_id):  # the UI's chart call
+        answer = requests.get(f"{base}/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
+                              params={"run_ids": run_id, "metric_key": "loss", "max_results": 320}, timeout=30)
+        answer.raise_for_status()
+        return [(m["step"], m["timestamp"], m["value"]) for m in answer.json()["metrics"]]
+
+    with mlflow_server(uri, tmp_path / "artifacts") as base:
+        assert history(by_tables) == history(by_api) and len(history(by_api)) == 7
+
+
+def test_an_unverified_schema_or_an_inactive_run_falls_back_to_log_batch(two_runs):
+    uri, client, by_api, _ = two_runs
+    client.delete_run(by_api)
+    assert MetricTables.open(uri).write(by_api, points(9, 1)) is False  # log_batch then raises MLflow's error
+    engine = sa.create_engine(uri)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'unknown'"))
+    engine.dispose()
+    assert MetricTables.open(uri) is None
+    assert MetricTables.open("http://127.0.0.1:5000") is None and MetricTables.open("./mlruns") is None
