@@ -16,6 +16,7 @@ import traceback
 
 import click
 
+from fitgap import sqlite
 from fitgap.errors import FitgapError, scrub
 from fitgap.studies.display import Progress, best_text, counts_text, print_summary, running_lines, short
 
@@ -109,8 +110,11 @@ class _Fitgap(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        with _usage_in_one_line():
-            return super().invoke(ctx)
+        try:
+            with _usage_in_one_line():
+                return super().invoke(ctx)
+        finally:
+            sqlite.release()  # the command's SQLite files lose their -wal and -shm companions
 
 
 @contextlib.contextmanager

@@ -38,13 +38,14 @@ class Stores:
     def resolve(cls, workspace=None, storage=None, tracking_uri=None, results_url=None) -> "Stores":
         """Options win over FITGAP_* variables (the CLI reads those), which win over the workspace defaults."""
         ws = Path(workspace or os.environ.get("FITGAP_WORKSPACE") or DEFAULT_WORKSPACE).absolute()
-        sqlite.tune()  # before any store is opened
-        return cls(
+        stores = cls(
             workspace=ws,
             storage=storage or f"sqlite:///{ws / 'optuna.db'}",
             tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ws / 'mlflow.db'}",
             results_url=results_url or f"sqlite:///{ws / 'results.db'}",
         )
+        sqlite.tune([sqlite_path(stores.storage), sqlite_path(stores.tracking_uri)])  # before any store is opened
+        return stores
 
     @property
     def artifact_root(self) -> Path | None:

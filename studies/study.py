@@ -104,7 +104,8 @@ class StudyHandle:
                                 f"with (hash {existing.user_attrs.get('fitgap.dataset_hash')}, now {dataset_hash})")
         tracking_file = sqlite_path(stores.tracking_uri)
         if tracking_file is None or tracking_file.exists():  # opening a missing SQLite store would create it
-            MlflowSink(stores.tracking_uri, stores.artifact_root).experiment(spec.name, create=False)
+            with stores.creation_lock():  # another launch may be creating it: MLflow would migrate it at once
+                MlflowSink(stores.tracking_uri, stores.artifact_root).experiment(spec.name, create=False)
 
     @classmethod
     def open(cls, spec: SweepSpec, stores: Stores, dataset_hash: str, trials: int | None = None,

@@ -26,7 +26,7 @@ def points(first_epoch: int, epochs: int) -> list[Metric]:
 
 @pytest.fixture
 def two_runs(tmp_path):
-    sqlite.tune()
+    sqlite.tune([tmp_path / "mlflow.db"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("tables")

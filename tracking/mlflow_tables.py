@@ -85,9 +85,6 @@ class MetricTables:
                                                           self.latest.c.key == row["key"]).values(row))
         return True
 
-    def close(self) -> None:
-        self.engine.dispose()
-
 
 def _order(row) -> tuple:
     """MLflow's "more recent" (`SqlAlchemyStore._update_latest_metrics_if_necessary`)."""
