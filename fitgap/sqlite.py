@@ -6,8 +6,8 @@ twenty commits. In WAL mode with `synchronous=NORMAL` a commit is ~15 µs: a cra
 committed, and the file stays sound after a power cut, which may only lose the last transactions (the trials of
 the last second, retried by the next launch). WAL needs the stores on a local disk, not on a network file system.
 It is opt-in (`FITGAP_SQLITE_JOURNAL=wal`): under WAL the fault tests of a full disk and of simultaneous launches
-on a fresh workspace failed (MLflow's migrations), which is not solved yet. The results database (one commit a trial) keeps SQLite's
-rollback journal: `fitgap query` reads it through a read-only connection, which could not remove WAL's files.
+on a fresh workspace failed (MLflow's migrations), which is not solved yet. The results database (one commit a
+trial) keeps SQLite's rollback journal: `fitgap query` reads it read-only, which could not remove WAL's files.
 
 While a connection is open SQLite keeps two files beside a WAL database (`-wal`, `-shm`), and removes them when
 the last one closes: `release()` disposes the engines (each CLI command calls it as it ends; so does the exit), so

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from fitgap import sqlite
 from fitgap.tracking.mlflow_tables import MetricTables
 
 from conftest import mlflow_server
@@ -18,7 +17,8 @@ from conftest import mlflow_server
 def points(first_epoch: int, epochs: int) -> list[Metric]:
     out = []
     for e in range(first_epoch, first_epoch + epochs):
-        out += [Metric("loss", 1 / (e + 1), 1_700_000_000_000 + e, e), Metric("val_loss", 2 / (e + 1), 1_700_000_000_000, e)]
+        out += [Metric("loss", 1 / (e + 1), 1_700_000_000_000 + e, e),
+                Metric("val_loss", 2 / (e + 1), 1_700_000_000_000, e)]
     out += [Metric("odd", math.nan, 1, first_epoch), Metric("big", math.inf, 1, first_epoch),
             Metric("small", -math.inf, 1, first_epoch), Metric("tie", float(first_epoch), 5, 3)]
     return out
@@ -26,7 +26,6 @@ def points(first_epoch: int, epochs: int) -> list[Metric]:
 
 @pytest.fixture
 def two_runs(tmp_path):
-    sqlite.tune([tmp_path / "mlflow.db"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("tables")
