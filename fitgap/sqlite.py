@@ -1,13 +1,17 @@
-"""The embedded stores' SQLite settings, for every engine a process opens: `tune(wal_files)` before the first
-connection, naming the databases to keep in WAL mode (Optuna's and MLflow's).
+"""The embedded stores' SQLite settings: Optuna's and MLflow's databases in WAL mode (`use_wal`, once they exist),
+and `synchronous=NORMAL` on every connection to a WAL database (`tune`, before a process opens its first store).
 
 SQLite's default journal syncs the disk at every commit, ~1.5 ms here, and a trial costs Optuna and MLflow some
 twenty commits. In WAL mode with `synchronous=NORMAL` a commit is ~15 µs: a crash of any process loses nothing
 committed, and the file stays sound after a power cut, which may only lose the last transactions (the trials of
-the last second, retried by the next launch). WAL needs the stores on a local disk, not on a network file system.
-It is opt-in (`FITGAP_SQLITE_JOURNAL=wal`): under WAL the fault tests of a full disk and of simultaneous launches
-on a fresh workspace failed (MLflow's migrations), which is not solved yet. The results database (one commit a
-trial) keeps SQLite's rollback journal: `fitgap query` reads it read-only, which could not remove WAL's files.
+the last second, retried by the next launch). WAL needs the stores on a local disk, not on a network file system:
+`FITGAP_SQLITE_JOURNAL=delete` keeps (or puts back) SQLite's rollback journal.
+
+WAL is switched on only after a store is created and migrated, under the workspace's creation lock: MLflow's
+migrations, run on a fresh WAL file while another launch opened it, failed ("expected to match one row when
+updating" alembic's version). The mode is kept in the file, so every later connection, of any process (the
+tracking process, `fitgap ui`, optuna-dashboard), uses it. The results database (one commit a trial) keeps the
+rollback journal: `fitgap query` reads it read-only, which could not remove WAL's files.
 
 While a connection is open SQLite keeps two files beside a WAL database (`-wal`, `-shm`), and removes them when
 the last one closes: `release()` disposes the engines (each CLI command calls it as it ends; so does the exit), so
@@ -25,17 +29,35 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-_wal: set[str] = set()  # resolved paths of the databases kept in WAL mode
 _engines: weakref.WeakSet = weakref.WeakSet()  # those that opened a connection, disposed by `release`
 _tuned = False
 
 
-def tune(wal_files=()) -> None:
-    """Set `synchronous=NORMAL` on every SQLite connection, and WAL mode on `wal_files` (paths; None is skipped)."""
+def journal_mode() -> str:
+    mode = os.environ.get("FITGAP_SQLITE_JOURNAL", "wal").lower()
+    return mode if mode in ("wal", "delete") else "wal"
+
+
+def use_wal(*paths: Path | None) -> None:
+    """Put these existing databases in the journal mode of `journal_mode()` (None is skipped), and have this
+    process's connections reopened with the settings of that mode. Call it with no other connection to them in a
+    transaction (under the creation lock); a database that is busy stays as it is."""
+    for path in filter(None, paths):
+        if not path.exists():
+            continue
+        connection = sqlite3.connect(path, timeout=5)
+        try:
+            connection.execute(f"PRAGMA journal_mode={journal_mode()}")
+        except sqlite3.DatabaseError:
+            pass  # busy, or read-only: the default journal is as sound, only slower
+        finally:
+            connection.close()
+    release()  # connections opened before are on the rollback journal's synchronous=FULL: they reconnect
+
+
+def tune() -> None:
+    """Set `synchronous=NORMAL` on this process's SQLite connections to WAL databases, and track its engines."""
     global _tuned
-    if os.environ.get("FITGAP_SQLITE_JOURNAL", "delete").lower() != "wal":  # opt-in: see the README
-        return
-    _wal.update(str(Path(f).resolve()) for f in wal_files if f)
     if not _tuned:
         event.listen(Engine, "connect", _pragmas)
         event.listen(Engine, "engine_connect", lambda connection: _engines.add(connection.engine))
@@ -54,10 +76,8 @@ def _pragmas(connection, _record) -> None:
         return
     cursor = connection.cursor()
     try:
-        path = cursor.execute("PRAGMA database_list").fetchone()[2]
-        if path and str(Path(path).resolve()) in _wal:
-            cursor.execute("PRAGMA journal_mode=WAL")  # kept in the file: a no-op once it is WAL
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":  # rollback journals keep FULL
+            cursor.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.DatabaseError:
         pass  # a read-only connection reads the file as it is
     finally:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import optuna
+from mlflow.entities import RunInfo
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,8 +46,9 @@ from fitgap.sweeps.space import suggest, trial_params
 from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 from fitgap.tracking.writer import TrackingWriter, WriterDied, Written
 
-# What a store raises when it refuses a write mid-launch: the launch stops with a run error
-STORE_FAILURES = (SQLAlchemyError, MlflowException, OSError)
+# What a store raises when it refuses a write mid-launch (Optuna wraps a failed commit in its own error): the launch
+# stops with a run error
+STORE_FAILURES = (SQLAlchemyError, optuna.exceptions.StorageInternalError, MlflowException, OSError)
 MAX_START_FAILURES = 3  # executors of one slot in a row that die before they are ready: then the launch stops
 # The reason recorded for the trials a signal interrupts (they are not retried: the user stopped them)
 INTERRUPTIONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}
@@ -59,7 +61,7 @@ LIVE_EVERY_S = float(os.environ.get("FITGAP_LIVE_S", "10"))
 class _Trial:
     trial: optuna.Trial
     params: dict
-    run_id: str
+    run: RunInfo  # its MLflow run
     executor: str  # fused, compiled or keras: the fastest that trains it as the reference would
     why: str  # why that executor (`choice.choose_executor`)
     asked_at: float  # when Optuna gave it
@@ -144,7 +146,8 @@ class Coordinator:
                 self._enforce_trial_timeout()
                 if time.time() - last_beat >= HEARTBEAT_S:
                     self.h.heartbeat([t.trial for t in self.trials.values()])
-                    self.h.fail_stale_trials(self.retries)  # another coordinator's, on a shared server
+                    if not self.h.stores.exclusive:  # another coordinator's, on a shared server
+                        self.h.fail_stale_trials(self.retries)
                     self.used = self.h.used_budget()  # other coordinators' trials too
                     self.spent = False  # their trials may have failed and been retried
                     self.stopping = self.stopping or self.h.stop_requested()
@@ -257,9 +260,9 @@ class Coordinator:
                 asked.append((trial, time.time(), trial_params(self.spec, suggest(trial, self.spec))))
         self.spent = remaining <= wanted
         for trial, asked_at, params in asked:
-            run_id = self.h.start_trial_run(trial, trial_seed(self.spec, trial.number), self.spec.repeats, params)
+            run = self.h.start_trial_run(trial, trial_seed(self.spec, trial.number), self.spec.repeats, params)
             executor, why = choose_executor(params, self.spec.executor, self.fuse)
-            self.trials[trial.number] = _Trial(trial, params, run_id, executor, why, asked_at)
+            self.trials[trial.number] = _Trial(trial, params, run, executor, why, asked_at)
             self.waiting += [(self.trials[trial.number], r) for r in range(self.spec.repeats)]
 
     # -- events -----------------------------------------------------------------------------------------------------
@@ -315,7 +318,7 @@ class Coordinator:
         if not epochs:
             return
         self.writer.write_live(LiveRecord(
-            study=self.spec.name, number=trial.trial.number, mlflow_run_id=trial.run_id, params=trial.params,
+            study=self.spec.name, number=trial.trial.number, mlflow_run_id=trial.run.run_id, params=trial.params,
             epochs=tuple(epochs), seed=trial_seed(self.spec, trial.trial.number), device=training.device,
             slot=training.slot, started_at=trial.started_at, wait_s=trial.started_at - trial.asked_at,
             executor=trial.executor, repeats=self.spec.repeats))
@@ -412,7 +415,8 @@ class Coordinator:
             finished_at=finished_at,
             wait_s=started_at - trial.asked_at,
             reason=outcome.reason if trial.failure else None,
-            mlflow_run_id=trial.run_id,
+            mlflow_run_id=trial.run.run_id,
+            artifact_uri=trial.run.artifact_uri,
             artifacts=artifacts,
             repeats=self.spec.repeats,
             value_std=combined.value_std,

@@ -44,7 +44,7 @@ class Stores:
             tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ws / 'mlflow.db'}",
             results_url=results_url or f"sqlite:///{ws / 'results.db'}",
         )
-        sqlite.tune([sqlite_path(stores.storage), sqlite_path(stores.tracking_uri)])  # before any store is opened
+        sqlite.tune()  # before any store is opened
         return stores
 
     @property

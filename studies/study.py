@@ -17,8 +17,10 @@ from pathlib import Path
 
 import optuna
 import yaml
+from mlflow.entities import RunInfo
 from sqlalchemy.exc import SQLAlchemyError
 
+from fitgap import sqlite
 from fitgap.errors import scrub
 from fitgap.studies.keeping import ModelKeeper, PlotPolicy
 from fitgap.studies.stores import StoreError, Stores
@@ -118,7 +120,8 @@ class StudyHandle:
         with stores.creation_lock():  # MLflow migrates a new store: with `fitgap ui` starting, one at a time
             sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
             sink.experiment(spec.name)
-        storage = open_storage(stores.storage)
+            storage = open_storage(stores.storage)
+            sqlite.use_wal(sqlite_path(stores.storage), sqlite_path(stores.tracking_uri))  # created and migrated
         if existing is None:
             study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions)
             study.set_user_attr("fitgap.spec", dumped)
@@ -223,8 +226,8 @@ class StudyHandle:
 
     def abandon(self, trials: list[optuna.Trial], reason: str, retries: int) -> None:
         """Fail these RUNNING trials of this coordinator's with `reason` and retry them, store by store as far as
-        each takes writes (after a full disk, Optuna's small writes may still pass where MLflow's fail): Optuna
-        first, since the next launch reads it; what a store refused, the next launch closes."""
+        each takes writes: Optuna first, since the next launch reads it; what a store refused (on a full disk, every
+        write to a WAL database: its log cannot grow), the next launch closes."""
         records = []
         with contextlib.suppress(Exception):  # noqa: BLE001 - the run error that brought us here says why
             for trial in trials:
@@ -279,20 +282,24 @@ class StudyHandle:
                                                            "fitgap.attempt": trial.user_attrs.get("fitgap.attempt", 0) + 1})
 
     def heartbeat(self, trials: list[optuna.Trial]) -> None:
+        """Beat for these RUNNING trials, where other coordinators may fail them if this one stops beating: not on a
+        workspace held alone, whose next launch fails every RUNNING trial it finds (`fail_stale_trials`)."""
+        if self.stores.exclusive:
+            return
         for trial in trials:
             self.storage.record_heartbeat(trial._trial_id)
 
-    def start_trial_run(self, trial: optuna.Trial, seed: int, repeats: int, params: dict | None = None) -> str:
+    def start_trial_run(self, trial: optuna.Trial, seed: int, repeats: int, params: dict | None = None) -> RunInfo:
         """The trial's MLflow run, named after its searched `params`."""
-        self.storage.record_heartbeat(trial._trial_id)
+        self.heartbeat([trial])
         tags = {"fitgap.study": self.spec.name, "fitgap.seed": seed, "fitgap.repeats": repeats}
         if "fitgap.retry_of" in trial.user_attrs:
             tags["fitgap.retry_of"] = trial.user_attrs["fitgap.retry_of"]
         searched = {k: v for k, v in (params or {}).items() if k in self.spec.search}
-        run_id = self.sink.start_trial(self.study_run, trial.number, searched, tags)
-        trial.set_user_attr("fitgap.mlflow_run_id", run_id)  # so a resumed launch can close it if orphaned
+        run = self.sink.start_trial(self.study_run, trial.number, searched, tags)
+        trial.set_user_attr("fitgap.mlflow_run_id", run.run_id)  # so a resumed launch can close it if orphaned
         trial.set_user_attr("fitgap.seed", seed)
-        return run_id
+        return run
 
     def conclude(self, trial: optuna.Trial, record: TrialRecord, retry: bool = False,
                  attributes: dict | None = None) -> None:

@@ -147,6 +147,22 @@ def test_a_study_runs_to_its_budget_and_each_trial_lands_in_all_three_stores(wor
     assert len({task.seed for task in tasks.values()}) == 5
 
 
+def test_an_open_study_commits_to_optuna_and_mlflow_in_wal_mode_without_a_sync_per_commit(workspace):
+    """The engines opened before the switch to WAL (`sqlite.use_wal`) reconnect with synchronous=NORMAL; the
+    results database keeps the rollback journal and SQLite's default FULL."""
+    run = Run(workspace, spec_of(trials=1), Script())
+    engines = {"optuna": run.handle.storage.engine, "mlflow": run.handle.sink.client._tracking_client.store.engine,
+               "results": run.handle.results._engine}
+    settings = {}
+    for name, engine in engines.items():
+        with engine.connect() as connection:
+            settings[name] = (connection.exec_driver_sql("PRAGMA journal_mode").scalar(),
+                              connection.exec_driver_sql("PRAGMA synchronous").scalar())
+    assert settings == {"optuna": ("wal", 1), "mlflow": ("wal", 1), "results": ("delete", 2)}
+    run()
+    assert by_state(run.trials) == {"COMPLETE": 1, "PRUNED": 0, "FAIL": 0}
+
+
 def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(workspace):
     plan = {1: "fail", 2: "nan"}
     run = Run(workspace, spec_of(trials=5), Script(lambda task: plan.get(task.number, "complete")))()
@@ -412,7 +428,7 @@ def test_the_end_of_a_trial_logs_to_mlflow_only_the_points_its_live_writes_did_n
     """MLflow's SQL store would swallow an identical point logged twice: count what the sink sends instead."""
     stores = Stores.resolve(workspace=workspace)
     sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
-    run_id = sink.start_trial(sink.study_run("sink", {}, "name: sink\n"), 0, {}, {})
+    run_id = sink.start_trial(sink.study_run("sink", {}, "name: sink\n"), 0, {}, {}).run_id
     epochs = tuple(EpochRecord(0, e, {"loss": 1 / (e + 1)}, ended_at=1_700_000_000.0 + e) for e in range(5))
     sent, log_metrics = [], sink._log_metrics
     sink._log_metrics = lambda run, metrics: (sent.extend(metrics), log_metrics(run, metrics))
@@ -465,7 +481,7 @@ def test_a_relaunch_fails_a_killed_coordinators_running_trials_keeping_the_epoch
     handle = first.handle
     written, unwritten = handle.study.ask(), handle.study.ask()  # as a SIGKILLed coordinator leaves them: RUNNING
     params = trial_params(spec, suggest(written, spec))
-    run_id = handle.start_trial_run(written, trial_seed(spec, 0), 1, params)
+    run_id = handle.start_trial_run(written, trial_seed(spec, 0), 1, params).run_id
     handle.start_trial_run(unwritten, trial_seed(spec, 1), 1, trial_params(spec, suggest(unwritten, spec)))
     task = trial_task(spec, 0, params, 0, "keras")
     epochs = tuple(EpochRecord(0, e, metrics_at(task, e), ended_at=1_700_000_000.0 + e) for e in range(3))

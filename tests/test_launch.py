@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -49,12 +51,13 @@ def launched(template_workspace, tmp_path_factory):
     spec.write_text(SPEC)
     first = fitgap("launch", str(spec), "--workspace", str(workspace))
     assert first.returncode == 0, first.stderr
+    sidecars = sorted(p.name for p in workspace.glob("*.db-*"))  # before this process opens the stores
     stores = Stores.resolve(workspace=workspace)
     study = optuna.load_study(study_name="e2e", storage=stores.storage)
     first_trials = study.get_trials()
     first_results = ResultsDB(stores.results_url).trials("e2e")
     return {"root": root, "workspace": workspace, "spec": spec, "stores": stores, "first": first,
-            "first_trials": first_trials, "first_results": first_results}
+            "first_trials": first_trials, "first_results": first_results, "sidecars": sidecars}
 
 
 def test_a_launch_in_a_log_says_what_it_starts_then_one_line_per_trial_with_the_objective_and_the_best(launched):
@@ -109,6 +112,34 @@ def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
     assert all(0.0 <= t.value <= 1.0 for t in trials)
     assert len({t.user_attrs["fitgap.seed"] for t in trials}) == 3
     assert "best: trial" in launched["first"].stdout and "3 COMPLETE" in launched["first"].stdout
+
+
+def test_optuna_and_mlflow_run_in_wal_mode_and_a_finished_launch_leaves_no_sidecar_files(launched):
+    """WAL is switched on once the stores exist (`fitgap/sqlite.py`); results.db keeps the rollback journal, which
+    `fitgap query`'s read-only connections need."""
+    assert _journal_modes(launched["workspace"]) == {"optuna.db": "wal", "mlflow.db": "wal", "results.db": "delete"}
+    assert launched["sidecars"] == []  # -wal and -shm go with the last connection
+
+
+def test_fitgap_sqlite_journal_delete_puts_back_the_rollback_journal(tmp_path, monkeypatch):
+    from fitgap import sqlite
+
+    path = tmp_path / "store.db"
+    sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").connection.close()
+    monkeypatch.setenv("FITGAP_SQLITE_JOURNAL", "delete")
+    sqlite.use_wal(path, None, tmp_path / "missing.db")  # None and a missing file are skipped, never created
+    assert _journal_modes(tmp_path) == {"store.db": "delete"}
+    monkeypatch.delenv("FITGAP_SQLITE_JOURNAL")
+    sqlite.use_wal(path)
+    assert _journal_modes(tmp_path) == {"store.db": "wal"}
+
+
+def _journal_modes(folder: Path) -> dict[str, str]:
+    modes = {}
+    for path in sorted(folder.glob("*.db")):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            modes[path.name] = db.execute("PRAGMA journal_mode").fetchone()[0]
+    return modes
 
 
 def test_optuna_dashboard_shows_the_objectives_names_and_each_trials_diagnosis(launched):

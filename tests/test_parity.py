@@ -316,6 +316,34 @@ def test_the_saved_model_holds_the_trials_final_weights(executor, tmp_path):
         assert bce == pytest.approx(records[task.number][-1].metrics["val_loss"], rel=1e-5)
 
 
+@pytest.mark.parametrize("data_name, params", [
+    ("dot", {"hidden": [11]}),
+    ("dot", {"hidden": [5], "initializer": "glorot_uniform", "activation": "leaky_relu", "use_bias": False}),
+    ("dot", {"hidden": [3, 7], "regularizer": "l2", "regularization_weight": 0.01, "initializer": "lecun_normal"}),
+    ("blobs", {"hidden": [6], "loss": "sparse_categorical_crossentropy", "activation": "relu"}),
+    ("images", {"hidden": [4], "loss": "softmax_cross_entropy", "initializer": "truncated_normal"}),
+])
+def test_a_fused_members_unbuilt_model_starts_exactly_as_its_built_model(data_name, params):
+    """`start_trial(built=False)` (a fused member) gives the initial weights, complexity and complexity.csv of the
+    Keras model `start_trial` builds, bit for bit, whatever was built before it in the process."""
+    from fitgap.training.core import start_trial
+
+    data = images() if data_name == "images" else DATA[data_name]
+    for seed in (3, 4):
+        task = TrialTask("parity", seed, {"epochs": 1, "batch_size": 8, **params}, seed=seed, dataset={})
+        built = start_trial(task, data)
+        member = start_trial(task, data, built=False)
+        dense = [layer for layer in built.model.layers if isinstance(layer, keras.layers.Dense)]
+        assert len(member.initial) == len(dense)
+        for (kernel, bias), layer in zip(member.initial, dense):
+            np.testing.assert_array_equal(kernel, layer.kernel.numpy())
+            assert (bias is None) == (not layer.use_bias)
+            if bias is not None:
+                np.testing.assert_array_equal(bias, layer.bias.numpy())
+        assert member.model is None
+        assert (member.complexity, member.artifacts) == (built.complexity, built.artifacts)
+
+
 # ---- the executor choice the coordinator makes (no training) ---------------------------------------------------------
 
 

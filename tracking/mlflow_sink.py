@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Metric, Param, RunInfo, RunTag, ViewType
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from fitgap.channel import Child
 from fitgap.errors import UsageError
@@ -98,12 +99,13 @@ class MlflowSink:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return StudyRun(experiment_id, run_id)
 
-    def start_trial(self, study: StudyRun, number: int, searched: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
+    def start_trial(self, study: StudyRun, number: int, searched: Mapping[str, Any],
+                    tags: Mapping[str, Any]) -> RunInfo:
         """The trial's run, nested under the study's, named for what it is (`run_name`)."""
         tags = {"mlflow.parentRunId": study.run_id, "fitgap.trial": str(number), "fitgap.state": "RUNNING"} | {
             k: str(v) for k, v in tags.items()
         }
-        return self.client.create_run(study.experiment_id, run_name=run_name(number, searched), tags=tags).info.run_id
+        return self.client.create_run(study.experiment_id, run_name=run_name(number, searched), tags=tags).info
 
     def log_live(self, live: LiveRecord) -> None:
         """A running trial's new epoch points (`finish_trial` logs only those after them)."""
@@ -149,12 +151,14 @@ class MlflowSink:
         tags = [RunTag(k, str(v)) for k, v in list(tags.items())[:_MAX_TAGS]]
         for i in range(0, max(len(params), 1), _MAX_PARAMS):  # params and tags in one call (mostly)
             self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS], tags=tags if i == 0 else [])
-        self.log_files(run_id, record.artifacts)
+        # The run was started by the coordinator, in another process: its record says where its artifacts go
+        artifact_uri = record.artifact_uri or self.client.get_run(run_id).info.artifact_uri
+        self.log_files(run_id, record.artifacts, artifact_uri=artifact_uri)
         self.client.set_terminated(run_id, _STATUS[record.state], end_time=int(record.finished_at * 1000))
-        if render:  # the run was started by the coordinator, in another process: its artifact URI is read back
+        if render:
             if self._plotter is None:
                 self._plotter = _Plotter(self.client.tracking_uri)
-            self._plotter.submit(self.client.get_run(run_id).info.artifact_uri, record, diagnosis.overfit_epoch)
+            self._plotter.submit(artifact_uri, record, diagnosis.overfit_epoch)
 
     def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
         if self._tables is False:
@@ -164,8 +168,10 @@ class MlflowSink:
         for i in range(0, len(metrics), _MAX_METRICS):
             self.client.log_batch(run_id, metrics=metrics[i : i + _MAX_METRICS])
 
-    def log_files(self, run_id: str, files: Mapping[str, bytes], artifact_path: str | None = None) -> None:
-        """Artifacts given as bytes (text or binary), in one call."""
+    def log_files(self, run_id: str, files: Mapping[str, bytes], artifact_path: str | None = None,
+                  artifact_uri: str | None = None) -> None:
+        """Artifacts given as bytes (text or binary), in one call; to the run's `artifact_uri` when known (else
+        MLflow reads the whole run to find it)."""
         if not files:
             return
         with tempfile.TemporaryDirectory(prefix="fitgap-artifacts-") as folder:
@@ -173,7 +179,11 @@ class MlflowSink:
                 target = Path(folder, name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
-            self.client.log_artifacts(run_id, folder, artifact_path)
+            if artifact_uri is None:
+                self.client.log_artifacts(run_id, folder, artifact_path)
+            else:
+                repository = get_artifact_repository(artifact_uri, tracking_uri=self.client.tracking_uri)
+                repository.log_artifacts(folder, artifact_path)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the plots of every finished trial are rendered and logged (ends the plotting process)."""

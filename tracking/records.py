@@ -43,6 +43,7 @@ class TrialRecord:
     finished_at: float  # when its (last) outcome came
     reason: str | None = None  # why a trial failed or was pruned
     mlflow_run_id: str | None = None
+    artifact_uri: str | None = None  # its MLflow run's, as the run's creation gave it (None: read from the run)
     artifacts: Mapping[str, bytes] = field(default_factory=dict)  # file name -> content, e.g. a traceback
     repeats: int = 1  # trainings with different seeds: epochs are their mean curves, values those at best_epoch
     value_std: float | None = None  # spread of the first objective over the repeats, at best_epoch

@@ -74,14 +74,14 @@ class TrackingWriter:
 def main() -> None:
     from fitgap import sqlite
     from fitgap.tracking.diagnosis import diagnose_trial
-    from fitgap.tracking.results import ResultsDB, sqlite_path
+    from fitgap.tracking.results import ResultsDB
     from fitgap.tracking.writer import Written  # by its importable name: this module runs as __main__
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's: it records the interrupted trials
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run" line per trial
     inbox, answers = child_ends()  # anything a library prints goes to stderr
     tracking_uri, artifact_root, results_url = receive(inbox)
-    sqlite.tune([sqlite_path(tracking_uri)])
+    sqlite.tune()
     sink, results = MlflowSink(tracking_uri, artifact_root), ResultsDB(results_url)
     while (message := receive(inbox)) is not None:
         try:

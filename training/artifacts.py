@@ -17,26 +17,26 @@ import io
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
 
-from fitgap.training.heads import Head
 from fitgap.training.inputs import standardizer
 
 GRID_POINTS = 150  # per axis: 22,500 predictions, a few ms; the course's 0.01 step over [-3, 3] is 360,000
 MARGIN = 0.1  # of the data's range, on each side
 
 
-def trial_artifacts(model: keras.Model, params: Mapping[str, Any], data, head: Head,
-                    save_model: bool) -> dict[str, bytes]:
-    """The artifacts of a finished trial (see the module docstring)."""
+def trial_artifacts(params: Mapping[str, Any], data, save_model: bool, model: Callable[[], keras.Model],
+                    probability: Callable[[np.ndarray], np.ndarray]) -> dict[str, bytes]:
+    """The artifacts of a finished trial (see the module docstring): `model()` gives its trained model, called only
+    when it is saved; `probability(inputs)` its P(y = 1) on `boundary_inputs`."""
     wanted = {}
-    if data.task == "binary" and data.input_shape == (2,) and params.get("model_kind", "mlp") != "cnn":
-        wanted["boundary.npz"] = lambda: boundary(model, params, data, head)
+    if wants_boundary(params, data):
+        wanted["boundary.npz"] = lambda: boundary(probability, params, data)
     if save_model:
-        wanted["model.keras"] = lambda: model_bytes(model)
+        wanted["model.keras"] = lambda: model_bytes(model())
     artifacts = {}
     for name, make in wanted.items():
         try:
@@ -46,21 +46,33 @@ def trial_artifacts(model: keras.Model, params: Mapping[str, Any], data, head: H
     return artifacts
 
 
-def boundary(model: keras.Model, params: Mapping[str, Any], data, head: Head) -> bytes:
+def wants_boundary(params: Mapping[str, Any], data) -> bool:
+    return data.task == "binary" and data.input_shape == (2,) and params.get("model_kind", "mlp") != "cnn"
+
+
+def _grid(data) -> tuple[np.ndarray, np.ndarray]:
     points = np.concatenate([data.x_train, data.x_val])
     low, high = points.min(axis=0), points.max(axis=0)
     pad = (high - low) * MARGIN
-    grid_x = np.linspace(low[0] - pad[0], high[0] + pad[0], GRID_POINTS)
-    grid_y = np.linspace(low[1] - pad[1], high[1] + pad[1], GRID_POINTS)
-    xx, yy = np.meshgrid(grid_x, grid_y)
+    return (np.linspace(low[0] - pad[0], high[0] + pad[0], GRID_POINTS),
+            np.linspace(low[1] - pad[1], high[1] + pad[1], GRID_POINTS))
+
+
+def boundary_inputs(params: Mapping[str, Any], data) -> np.ndarray:
+    """The grid's points (GRID_POINTS² rows, row-major over (y, x)) as the model sees them (float32)."""
+    xx, yy = np.meshgrid(*_grid(data))
     inputs = np.stack([xx.ravel(), yy.ravel()], axis=1)
     if params.get("standardize"):  # the model sees what `inputs.model_inputs` feeds it
         mean, std = standardizer(data.x_train)
         inputs = (inputs - mean) / std
-    output = model(inputs.astype(np.float32), training=False)
-    probability = keras.ops.convert_to_numpy(head.probability(output)).reshape(xx.shape)
+    return inputs.astype(np.float32)
+
+
+def boundary(probability: Callable[[np.ndarray], np.ndarray], params: Mapping[str, Any], data) -> bytes:
+    grid_x, grid_y = _grid(data)
+    values = np.asarray(probability(boundary_inputs(params, data)), np.float32).reshape(len(grid_y), len(grid_x))
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, grid_x=grid_x, grid_y=grid_y, probability=probability.astype(np.float32),
+    np.savez_compressed(buffer, grid_x=grid_x, grid_y=grid_y, probability=values,
                         x_train=data.x_train, y_train=data.y_train, x_val=data.x_val, y_val=data.y_val)
     return buffer.getvalue()
 

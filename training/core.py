@@ -3,7 +3,8 @@ trials agree record for record and outcome for outcome.
 
 - `start_trial(task, data) -> TrialStart`: a fresh Keras session, the trial's seed, its head, its inputs
   (`inputs.model_inputs`), its Keras model (`model.build_model`; the seed fixes its initial weights and dropout
-  seeds), its complexity, and `complexity.csv` as its first artifact.
+  seeds), its complexity, and `complexity.csv` as its first artifact. A fused member's model is not built: its
+  initial weights come from its layers' initializers.
 - `measure(template, task, head, loss, trainable, non_trainable, x, y)`: one whole set's data loss (without the
   penalty) and the task's metrics (`vocabulary.TASK_METRICS`) in inference mode, in `set_measures(task)` order.
   `template` only shapes the graph: any model of the same config passes its own weights.
@@ -25,7 +26,9 @@ trials agree record for record and outcome for outcome.
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 import time
 import traceback
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ from fitgap.training.artifacts import trial_artifacts
 from fitgap.training.complexity import count, to_csv
 from fitgap.training.heads import TASK_MEASURES, Head, head_for, loss_targets, output_units
 from fitgap.training.inputs import model_inputs
-from fitgap.training.model import build_model
+from fitgap.training.model import build_model, mlp_layers
 from fitgap.training.parts import param
 from fitgap.training.steps import epoch_learning_rate
 
@@ -57,7 +60,7 @@ Weights = list  # plain arrays, in the order the executor's weights() returns an
 class TrialStart:
     """One trial, ready to train: its model with the initial weights and everything measured about it."""
 
-    model: keras.Model
+    model: keras.Model | None  # None when not built (`start_trial(built=False)`): then `initial` holds its weights
     head: Head
     units: int
     x_train: np.ndarray
@@ -66,23 +69,70 @@ class TrialStart:
     targets: np.ndarray  # what the training loss compares with (one-hot where the loss wants it)
     complexity: dict[str, int]
     artifacts: dict[str, bytes]
+    initial: list[tuple[np.ndarray, np.ndarray | None]] | None = None  # per Dense layer: kernel, bias (None: no bias)
 
 
-def start_trial(task: TrialTask, data, collect_garbage: bool = True) -> TrialStart:
+def start_trial(task: TrialTask, data, collect_garbage: bool = True, built: bool = True) -> TrialStart:
     """The trial's model and inputs, built in this order on every executor: same seed, same initial weights.
 
     `collect_garbage=False` skips the full garbage collection of `clear_session` (a fused batch collects once for all
-    its members)."""
-    keras.backend.clear_session(free_memory=collect_garbage)  # the executor process is reused across trials
-    keras.utils.set_random_seed(task.seed)  # same seed, same initial weights, same dropout masks
+    its members). `built=False` (an mlp: a fused member) makes the model's layers without building them and keeps
+    only the initial weights their initializers give (Keras's own calls, so the same values; a fifth of the time of
+    building the model); its complexity is that of the same layers built once (`_counted`). It skips what empties
+    TensorFlow's cache of eager kernels (each op after it costs ~3 ms): `clear_session` (a fused batch clears the
+    session once for all its members) and TensorFlow's global seed, which no unbuilt layer reads (initializers draw
+    their seeds from Python's generator)."""
+    if built:
+        keras.backend.clear_session(free_memory=collect_garbage)  # the executor process is reused across trials
+        keras.utils.set_random_seed(task.seed)  # same seed, same initial weights, same dropout masks
+    else:
+        random.seed(task.seed)  # `set_random_seed` without its TensorFlow part
+        np.random.seed(task.seed)
     params = task.params
     head, units = head_for(params, data.task), output_units(data)
     x_train, x_val, x_test = model_inputs(params, data)
+    targets = loss_targets(head, data.y_train, units)
+    if not built:
+        layers = mlp_layers(params, x_train.shape[1:], data.task, units)
+        initial = _initial_weights(layers, math.prod(x_train.shape[1:]))
+        return TrialStart(None, head, units, x_train, x_val, x_test, targets,
+                          *_counted(params, x_train.shape[1:], data.task, units, layers), initial)
     model = build_model(params, x_train.shape[1:], data.task, units, search_dir=task.data_dir)
+    return TrialStart(model, head, units, x_train, x_val, x_test, targets, *_complexity(model))
+
+
+def _complexity(model: keras.Model) -> tuple[dict[str, int], dict[str, bytes]]:
+    """The model's complexity totals, and its per-layer table as the first artifact."""
     totals = count(model)
-    return TrialStart(model, head, units, x_train, x_val, x_test, loss_targets(head, data.y_train, units),
-                      {name: totals[name] for name in COMPLEXITY_METRICS},
-                      {"complexity.csv": to_csv(totals["layers"]).encode()})
+    return ({name: totals[name] for name in COMPLEXITY_METRICS},
+            {"complexity.csv": to_csv(totals["layers"]).encode()})
+
+
+_COUNTS: dict[tuple, tuple[dict[str, int], dict[str, bytes]]] = {}
+
+
+def _counted(params, shape, task: str, units: int, layers: list) -> tuple[dict[str, int], dict[str, bytes]]:
+    """`_complexity` of the model these unbuilt `layers` make, from a cache keyed by all it reads (each layer's
+    class, width and bias; the input shape): on a miss the model is built after a `clear_session`, so its layers
+    get the names they have in a trial's own session (which follow from their classes and order)."""
+    key = (tuple(shape), tuple((type(layer).__name__, getattr(layer, "units", None), getattr(layer, "use_bias", None))
+                               for layer in layers))
+    if key not in _COUNTS:
+        keras.backend.clear_session(free_memory=False)
+        _COUNTS[key] = _complexity(build_model(params, shape, task, units))
+    return _COUNTS[key]
+
+
+def _initial_weights(layers: list, fan_in: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Per Dense layer, the kernel and bias its variables would start with: `add_weight` calls the same
+    initializer with the same shape and dtype."""
+    weights = []
+    for dense in (layer for layer in layers if isinstance(layer, keras.layers.Dense)):
+        kernel = dense.kernel_initializer((fan_in, dense.units), dtype="float32")
+        bias = dense.bias_initializer((dense.units,), dtype="float32") if dense.use_bias else None
+        weights.append((keras.ops.convert_to_numpy(kernel), None if bias is None else keras.ops.convert_to_numpy(bias)))
+        fan_in = dense.units
+    return weights
 
 
 # ---- measuring -------------------------------------------------------------------------------------------------------
@@ -206,20 +256,33 @@ class EpochRule:
 # ---- outcomes --------------------------------------------------------------------------------------------------------
 
 
-def final_artifacts(start: TrialStart, task: TrialTask, data, weights: Weights | None = None) -> dict[str, bytes]:
+def final_artifacts(start: TrialStart, task: TrialTask, data, weights: Weights | None = None,
+                    probability: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, bytes]:
     """`start`'s artifacts and a complete trial's (`artifacts.trial_artifacts`: boundary.npz, model.keras), from its
-    own Keras model: given `weights` (trainable then non-trainable variables, each cut to the variable's shape, since
-    a fused member's are padded), or with the weights the model holds when None."""
-    model = start.model
-    if weights is not None:
-        for variable, value in zip([*model.trainable_variables, *model.non_trainable_variables], weights):
-            variable.assign(value[tuple(slice(0, size) for size in variable.shape)])
-    return {**start.artifacts, **trial_artifacts(model, task.params, data, start.head, task.save_model)}
+    own Keras model (built here if `start` has none): given `weights` (trainable then non-trainable variables, each
+    cut to the variable's shape, since a fused member's are padded), or with the weights the model holds when None.
+    `probability` (inputs -> P(y = 1)): computed by the caller, as a fused batch does for all its members at once."""
+    @functools.cache
+    def model() -> keras.Model:
+        built = start.model
+        if built is None:  # a fresh session, so that its layers have the names the member's would have had
+            keras.backend.clear_session(free_memory=False)
+            built = build_model(task.params, start.x_train.shape[1:], data.task, start.units)
+        if weights is not None:
+            for variable, value in zip([*built.trainable_variables, *built.non_trainable_variables], weights):
+                variable.assign(value[tuple(slice(0, size) for size in variable.shape)])
+        return built
+
+    def predicted(inputs: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(start.head.probability(model()(inputs, training=False)))
+
+    return {**start.artifacts, **trial_artifacts(task.params, data, task.save_model, model, probability or predicted)}
 
 
 def trained_outcome(task: TrialTask, data, start: TrialStart, rule: EpochRule, executor: str,
                     measure_test: Callable[[np.ndarray, np.ndarray], Sequence[float]],
-                    weights: Weights | None = None) -> TrialOutcome:
+                    weights: Weights | None = None,
+                    probability: Callable[[np.ndarray], np.ndarray] | None = None) -> TrialOutcome:
     """The outcome of a trial that trained to its end or was stopped by its rule. A complete one is measured on the
     test set (`measure_test(x_test, y_test)`, when the data has one) and leaves its `final_artifacts`, both with the
     weights it ends with: `weights` (see `final_artifacts`), or the model's own when None."""
@@ -228,7 +291,7 @@ def trained_outcome(task: TrialTask, data, start: TrialStart, rule: EpochRule, e
                             executor=executor)
     test = {} if start.x_test is None else as_test_metrics(data.task, measure_test(start.x_test, data.y_test))
     return TrialOutcome(task.number, rule.state, start.complexity, reason=rule.reason, test_metrics=test,
-                        artifacts=final_artifacts(start, task, data, weights), executor=executor)
+                        artifacts=final_artifacts(start, task, data, weights, probability), executor=executor)
 
 
 def failed_outcome(task: TrialTask, error: Exception, executor: str, start: TrialStart | None = None) -> TrialOutcome:

@@ -7,8 +7,9 @@ any other batch is a ValueError. Records, states and reasons are those the refer
 alone: every member goes through the trial core (`core.start_trial`, `core.EpochRule`, the outcomes), and
 `on_epoch(record)` gets every member's records (`record.trial` says whose), each member's epochs in order.
 
-Each member's Keras model (its own seed: its own initial weights) is only read for its initial weights and
-complexity; each member visits its own `steps.batch_order` (reshuffled or not: `shuffle`) and reads its own per-step
+A member's Keras model is not built (`core.start_trial(built=False)`): its layers' initializers give its initial
+weights (its own seed), and its decision boundary comes from the batch's graph, all members at once; only a member
+whose model is saved has it built, at its end, to hold its final weights. Each member visits its own `steps.batch_order` (reshuffled or not: `shuffle`) and reads its own per-step
 rate from `steps.step_table`. In the graph a Dense layer is a batched matmul over the trial axis. Per member, as
 tensors: learning rate, decay, regularizer weights (l1, l2 — so any regularizer type), optimizer hyperparameters (sgdm's
 `momentum_form` among them) and optimizer state (from its own start: adagrad's `initial_accumulator`), leaky_alpha;
@@ -26,7 +27,6 @@ composition only call. Whether under XLA is measured by the first batch (`fitgap
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -39,6 +39,7 @@ from fitgap.studies.choice import fuse_group_key
 from fitgap.studies.messages import TrialOutcome, TrialTask
 from fitgap.sweeps.vocabulary import DEFAULT_LOSS
 from fitgap.tracking.records import EpochRecord
+from fitgap.training.artifacts import boundary_inputs, wants_boundary
 from fitgap.training.core import EpochRule, TrialStart, failed_outcome, start_trial, trained_outcome
 from fitgap.training.heads import HEADS, TASK_MEASURES, Head
 from fitgap.training.optimizers import (
@@ -77,10 +78,10 @@ class _Member:
 def _train_group(tasks: list[TrialTask], data, on_epoch) -> dict[int, TrialOutcome]:
     outcomes: dict[int, TrialOutcome] = {}
     members: list[_Member] = []
-    gc.collect()  # once for the batch (the last batch's models), not once per member as `clear_session` would
+    keras.backend.clear_session()  # once for the batch (its members skip it), with one garbage collection
     for task in tasks:
         try:
-            members.append(_Member(task, start_trial(task, data, collect_garbage=False)))
+            members.append(_Member(task, start_trial(task, data, collect_garbage=False, built=False)))
         except Exception as error:  # a member that cannot be built fails alone
             outcomes[task.number] = failed_outcome(task, error, EXECUTOR)
     if members:
@@ -127,12 +128,8 @@ class _Plan:
                      tuple(sorted({*self.losses, *other.losses})))
 
 
-def _dense_layers(start: TrialStart) -> list[keras.layers.Dense]:
-    return [layer for layer in start.model.layers if isinstance(layer, keras.layers.Dense)]
-
-
 def _hidden_widths(member: _Member) -> list[int]:
-    return [layer.units for layer in _dense_layers(member.start)[:-1]]
+    return [kernel.shape[1] for kernel, _ in member.start.initial[:-1]]
 
 
 def _plan_of(members: list[_Member], data, x_train: np.ndarray, x_val: np.ndarray) -> _Plan:
@@ -232,12 +229,16 @@ class _Batch:
         final = [m.rule.final_weights(self.member_weights(i)) if ok else None  # early stopping's best, else last
                  for i, (m, ok) in enumerate(zip(self.members, complete))]
         tested = self._test_values(final) if self.x_test is not None and any(complete) else []
+        params = self.members[0].task.params  # `standardize`, the only param the grid reads, is the fuse group's
+        boundaries = self._probabilities(final, boundary_inputs(params, self.data)) \
+            if wants_boundary(params, self.data) and any(complete) else []
         for i, (m, weights) in enumerate(zip(self.members, final)):
             if m.outcome is not None:
                 continue
             try:
                 outcome = trained_outcome(m.task, self.data, m.start, m.rule, EXECUTOR,
-                                          lambda x, y, i=i: tested[i], self._as_model(i, weights))
+                                          lambda x, y, i=i: tested[i], self._as_model(i, weights),
+                                          lambda x, i=i: boundaries[i])
                 m.outcome = dataclasses.replace(outcome, executor_reason=self.graphs.epoch.reason)
             except Exception as error:  # its artifacts: that member alone fails
                 m.outcome = failed_outcome(m.task, error, EXECUTOR, m.start)
@@ -248,11 +249,22 @@ class _Batch:
 
     def _test_values(self, final: list[list[np.ndarray] | None]) -> list[list[float]]:
         """Every member's measures on the test set, with its final weights (a stopped one's: its last); one call."""
+        return self.graphs.test(self._stacked_final(final), self.hyper, self.masks, tf.constant(self.x_test),
+                                tf.constant(self.data.y_test)).numpy().tolist()
+
+    def _probabilities(self, final: list[list[np.ndarray] | None], inputs: np.ndarray) -> np.ndarray:
+        """Every member's P(y = 1) on the boundary's grid ([K, rows, 1]), with its final weights, in chunks of rows
+        that keep the hidden activations of all K members within ~64 MB."""
+        weights = self._stacked_final(final)
+        rows = max(1, 2 ** 24 // (self.plan.k * max(self.plan.widths)))
+        return np.concatenate([self.graphs.probability(weights, self.hyper, self.masks, tf.constant(inputs[i:i + rows]))
+                               .numpy() for i in range(0, len(inputs), rows)], axis=1)
+
+    def _stacked_final(self, final: list[list[np.ndarray] | None]) -> list[tf.Tensor]:
+        """The members' final weights stacked (a stopped one's: its last; padding's: its own)."""
         chosen = [w if w is not None else self.member_weights(i) for i, w in enumerate(final)]
         chosen += [self.member_weights(i) for i in range(len(self.members), self.plan.k)]
-        stacked = [tf.constant(np.stack(ws)) for ws in zip(*chosen)]
-        return self.graphs.test(stacked, self.hyper, self.masks, tf.constant(self.x_test),
-                                tf.constant(self.data.y_test)).numpy().tolist()
+        return [tf.constant(np.stack(ws)) for ws in zip(*chosen)]
 
 
 def _masks(members: list[_Member], plan: _Plan) -> list[np.ndarray]:
@@ -272,11 +284,10 @@ def _stacked(starts: list[TrialStart], widths: tuple[int, ...], k: int) -> list[
         kernels = np.zeros((k, widths[layer], widths[layer + 1]), np.float32)
         biases = np.zeros((k, widths[layer + 1]), np.float32)
         for i, s in enumerate(starts):
-            dense = _dense_layers(s)[layer]
-            kernel = dense.kernel.numpy()
+            kernel, bias = s.initial[layer]
             kernels[i, :kernel.shape[0], :kernel.shape[1]] = kernel
-            if dense.use_bias:
-                biases[i, :kernel.shape[1]] = dense.bias.numpy()
+            if bias is not None:
+                biases[i, :kernel.shape[1]] = bias
         stacked += [kernels, biases]
     return stacked
 
@@ -309,6 +320,7 @@ class _Graphs:
         self.activations = [_leaky if name == "leaky_relu" else _keras_activation(name) for name in plan.activations]
         self.epoch = EpochFunction(self._train_epoch)
         self.test = tf.function(self._measure_one)  # once per batch: not worth a compile
+        self.probability = tf.function(self._probability)
 
     # -- the network ---------------------------------------------------------------------------------------------------
 
@@ -397,6 +409,11 @@ class _Graphs:
             per_kind.append(tf.vectorized_map(lambda o, head=head: tf.stack(TASK_MEASURES[self.task](head, o, y)),
                                               output))
         return tf.concat([loss[:, None], self._select(per_kind, hyper)], axis=1)
+
+    def _probability(self, weights, hyper, masks, x):
+        """[K, rows, units]: each member's P(y = 1) (its head's) on the same rows, as `heads.Head.probability`."""
+        logits = self._logits(weights, hyper, masks, x[None])
+        return self._select([head.probability(_output(head, logits)) for head, _ in self.losses], hyper)
 
 
 def _output(head: Head, logits):

@@ -25,13 +25,39 @@ Params = Mapping[str, Any]
 
 def build_mlp(params: Params, input_shape: tuple[int, ...], parts: Parts,
               output: Callable[[], keras.layers.Layer]) -> keras.Model:
+    return keras.Sequential(_mlp_layers(params, input_shape, parts, output), name="mlp")
+
+
+def _mlp_layers(params: Params, input_shape: tuple[int, ...], parts: Parts,
+                output: Callable[[], keras.layers.Layer]) -> list[keras.layers.Layer]:
     """input -> [Flatten, for images] -> hidden Dense layers (activation, dropout) -> output."""
     layers: list[keras.layers.Layer] = [keras.Input(input_shape)]
     if len(input_shape) > 1:
         layers.append(keras.layers.Flatten())
     layers += parts.hidden_layers(params["hidden"])
     layers.append(output())  # made last, so that layer names follow the order of the layers
-    return keras.Sequential(layers, name="mlp")
+    return layers
+
+
+def mlp_layers(params: Params, input_shape: int | tuple[int, ...], task: str = "binary",
+               units: int = 1) -> list[keras.layers.Layer]:
+    """The layers of the mlp `build_model` builds, made in its order but not built (no variables): each kernel
+    initializer draws its seed when it is made, so after the same `set_random_seed` they give the initial weights
+    the built model would hold (all a fused member needs of its model)."""
+    return _mlp_layers(params, *_pieces(params, input_shape, task, units))
+
+
+def _pieces(params: Params, input_shape: int | tuple[int, ...], task: str, units: int):
+    """(sample shape, parts, output layer factory) of `params`, checked."""
+    head = head_for(params, task)  # an unknown loss, or one that does not fit the task, fails here
+    check_parts(params)
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    parts = Parts(params)
+
+    def output() -> keras.layers.Layer:
+        return parts.dense(units, activation=head.activation)  # linear unless the head says softmax
+
+    return shape, parts, output
 
 
 def build_model(params: Params, input_shape: int | tuple[int, ...], task: str = "binary", units: int = 1,
@@ -41,14 +67,7 @@ def build_model(params: Params, input_shape: int | tuple[int, ...], task: str = 
     `units` output values (1 for binary, the classes for multiclass, the targets for regression); `search_dir` is
     where a builder's module is looked for first (the spec's folder).
     """
-    head = head_for(params, task)  # an unknown loss, or one that does not fit the task, fails here
-    check_parts(params)
-    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-    parts = Parts(params)
-
-    def output() -> keras.layers.Layer:
-        return parts.dense(units, activation=head.activation)  # linear unless the head says softmax
-
+    shape, parts, output = _pieces(params, input_shape, task, units)
     kind = params.get("model_kind", "mlp")
     if kind == "builder":  # the user's function gets the same pieces, and what it must know to fit the task
         return build_user_model(params, Kit(shape, task, units, parts, output), search_dir)
