@@ -344,6 +344,17 @@ def test_a_fused_members_unbuilt_model_starts_exactly_as_its_built_model(data_na
         assert (member.complexity, member.artifacts) == (built.complexity, built.artifacts)
 
 
+def test_a_fused_batch_whose_boundaries_fail_completes_every_member_with_the_reason_in_its_artifacts(monkeypatch):
+    def no_grid(params, data):
+        raise MemoryError("no room for the grid")
+
+    monkeypatch.setattr(fused_module, "boundary_inputs", no_grid)
+    outcomes, _ = collect(train_fused, [task_of("base"), task_of("activation=tanh")], DOT)
+    for outcome in outcomes:
+        assert outcome.state == "COMPLETE" and "boundary.npz" not in outcome.artifacts
+        assert "MemoryError: no room for the grid" in outcome.artifacts["boundary.npz.error.txt"].decode()
+
+
 # ---- the executor choice the coordinator makes (no training) ---------------------------------------------------------
 
 

@@ -9,11 +9,12 @@ alone: every member goes through the trial core (`core.start_trial`, `core.Epoch
 
 A member's Keras model is not built (`core.start_trial(built=False)`): its layers' initializers give its initial
 weights (its own seed), and its decision boundary comes from the batch's graph, all members at once; only a member
-whose model is saved has it built, at its end, to hold its final weights. Each member visits its own `steps.batch_order` (reshuffled or not: `shuffle`) and reads its own per-step
-rate from `steps.step_table`. In the graph a Dense layer is a batched matmul over the trial axis. Per member, as
-tensors: learning rate, decay, regularizer weights (l1, l2 — so any regularizer type), optimizer hyperparameters (sgdm's
-`momentum_form` among them) and optimizer state (from its own start: adagrad's `initial_accumulator`), leaky_alpha;
-per member, by selection among the kinds present in the batch (`tf.where` on a trial mask): activation, loss (with its
+whose model is saved has it built, at its end, to hold its final weights. Each member visits its own
+`steps.batch_order` (reshuffled or not: `shuffle`) and reads its own per-step rate from `steps.step_table`. In the
+graph a Dense layer is a batched matmul over the trial axis. Per member, as tensors: learning rate, decay,
+regularizer weights (l1, l2 — so any regularizer type), optimizer hyperparameters (sgdm's `momentum_form` among
+them) and optimizer state (from its own start: adagrad's `initial_accumulator`), leaky_alpha; per member, by
+selection among the kinds present in the batch (`tf.where` on a trial mask): activation, loss (with its
 output activation and task metrics). Narrower hidden layers are zero-padded to the batch's widest and their padding
 is masked to zero after the activation, so padded units neither compute nor learn. A member without biases
 (`use_bias: false`) has its biases at zero and frozen, which adds exact zeros: it trains as its bias-free model.
@@ -229,16 +230,14 @@ class _Batch:
         final = [m.rule.final_weights(self.member_weights(i)) if ok else None  # early stopping's best, else last
                  for i, (m, ok) in enumerate(zip(self.members, complete))]
         tested = self._test_values(final) if self.x_test is not None and any(complete) else []
-        params = self.members[0].task.params  # `standardize`, the only param the grid reads, is the fuse group's
-        boundaries = self._probabilities(final, boundary_inputs(params, self.data)) \
-            if wants_boundary(params, self.data) and any(complete) else []
+        boundaries = self._boundaries(final) if any(complete) else None
         for i, (m, weights) in enumerate(zip(self.members, final)):
             if m.outcome is not None:
                 continue
             try:
                 outcome = trained_outcome(m.task, self.data, m.start, m.rule, EXECUTOR,
                                           lambda x, y, i=i: tested[i], self._as_model(i, weights),
-                                          lambda x, i=i: boundaries[i])
+                                          boundaries and (lambda x, i=i: boundaries(i)))
                 m.outcome = dataclasses.replace(outcome, executor_reason=self.graphs.epoch.reason)
             except Exception as error:  # its artifacts: that member alone fails
                 m.outcome = failed_outcome(m.task, error, EXECUTOR, m.start)
@@ -252,13 +251,27 @@ class _Batch:
         return self.graphs.test(self._stacked_final(final), self.hyper, self.masks, tf.constant(self.x_test),
                                 tf.constant(self.data.y_test)).numpy().tolist()
 
-    def _probabilities(self, final: list[list[np.ndarray] | None], inputs: np.ndarray) -> np.ndarray:
-        """Every member's P(y = 1) on the boundary's grid ([K, rows, 1]), with its final weights, in chunks of rows
-        that keep the hidden activations of all K members within ~64 MB."""
-        weights = self._stacked_final(final)
-        rows = max(1, 2 ** 24 // (self.plan.k * max(self.plan.widths)))
-        return np.concatenate([self.graphs.probability(weights, self.hyper, self.masks, tf.constant(inputs[i:i + rows]))
-                               .numpy() for i in range(0, len(inputs), rows)], axis=1)
+    def _boundaries(self, final: list[list[np.ndarray] | None]) -> Callable[[int], np.ndarray] | None:
+        """member -> its P(y = 1) on the decision boundary's grid, with its final weights, computed for all members
+        at once in chunks of rows that keep their hidden activations within ~64 MB; None when the data has no
+        boundary. A failure is each member's to report (its boundary.npz.error.txt), not the batch's."""
+        params = self.members[0].task.params  # `standardize`, the only param the grid reads, is the fuse group's
+        if not wants_boundary(params, self.data):
+            return None
+        try:
+            inputs, weights = boundary_inputs(params, self.data), self._stacked_final(final)
+            rows = max(1, 2 ** 24 // (self.plan.k * max(self.plan.widths)))
+            chunks = [self.graphs.probability(weights, self.hyper, self.masks, tf.constant(inputs[i:i + rows]))
+                      for i in range(0, len(inputs), rows)]
+            probabilities = np.concatenate([chunk.numpy() for chunk in chunks], axis=1)
+        except Exception as error:  # noqa: BLE001
+            failure = error
+
+            def failed(index: int) -> np.ndarray:
+                raise failure
+
+            return failed
+        return lambda index: probabilities[index]
 
     def _stacked_final(self, final: list[list[np.ndarray] | None]) -> list[tf.Tensor]:
         """The members' final weights stacked (a stopped one's: its last; padding's: its own)."""
