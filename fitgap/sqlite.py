@@ -29,13 +29,21 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from fitgap.errors import UsageError
+
 _engines: weakref.WeakSet = weakref.WeakSet()  # those that opened a connection, disposed by `release`
 _tuned = False
 
 
+JOURNAL_MODES = ("wal", "delete")
+
+
 def journal_mode() -> str:
-    mode = os.environ.get("FITGAP_SQLITE_JOURNAL", "wal").lower()
-    return mode if mode in ("wal", "delete") else "wal"
+    """FITGAP_SQLITE_JOURNAL, checked: a launch checks it before anything is written."""
+    mode = os.environ.get("FITGAP_SQLITE_JOURNAL", "wal")
+    if mode not in JOURNAL_MODES:
+        raise UsageError(f"FITGAP_SQLITE_JOURNAL must be one of {list(JOURNAL_MODES)}, but got {mode!r}")
+    return mode
 
 
 def use_wal(*paths: Path | None) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import optuna
 
+from fitgap import sqlite
 from fitgap.data.datasets import Dataset, load_dataset
 from fitgap.studies.choice import choose_k, xla_mode
 from fitgap.studies.coordinator import INTERRUPTIONS, Coordinator
@@ -124,6 +125,7 @@ def _coordinate(spec: SweepSpec, data: Dataset, stores: Stores, run: RunOptions,
     """Everything checked first, then one coordinator per SQLite workspace runs the study."""
     slots = plan_slots(run.gpus, run.slots_per_gpu, run.cpu_slots, deterministic=run.deterministic)
     xla_mode()  # the executors read it: a wrong value is the user's, said once, before anything is written
+    sqlite.journal_mode()  # so does `StudyHandle.open`
     StudyHandle.check(spec, stores, data.content_hash)
     with stores.coordinator_lock():
         handle = StudyHandle.open(spec, stores, data.content_hash, trials, run.save_models, run.plots)

@@ -59,7 +59,12 @@ def fitgap(*args: str, cwd: Path | None = None, env: dict | None = None, timeout
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `folder` with its size and modification time: equal snapshots mean nothing was written."""
+    """Every file under `folder` with its size and modification time: equal snapshots mean nothing was written.
+    This process's own store connections are closed first, so that its WAL databases are at rest (their logs
+    folded back in, as when the last connection of any process closes)."""
+    from fitgap import sqlite
+
+    sqlite.release()
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
 

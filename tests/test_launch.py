@@ -134,6 +134,15 @@ def test_fitgap_sqlite_journal_delete_puts_back_the_rollback_journal(tmp_path, m
     assert _journal_modes(tmp_path) == {"store.db": "wal"}
 
 
+def test_the_launch_refuses_a_wrong_fitgap_sqlite_journal_before_writing(workspace):
+    before = snapshot(workspace)
+    result = fitgap("launch", "sweeps/specs/dot.yaml", "--workspace", str(workspace),
+                    env={"FITGAP_SQLITE_JOURNAL": "WAL2"})
+    assert (result.returncode, result.stderr) == (2, "fitgap: error: FITGAP_SQLITE_JOURNAL must be one of ['wal', "
+                                                     "'delete'], but got 'WAL2'\n")
+    assert snapshot(workspace) == before
+
+
 def _journal_modes(folder: Path) -> dict[str, str]:
     modes = {}
     for path in sorted(folder.glob("*.db")):

@@ -2,6 +2,8 @@
 and its tracking server's REST API (what the UI calls), exactly as the same points written by `log_batch`."""
 
 import math
+import os
+import uuid
 
 import pytest
 import requests
@@ -24,9 +26,26 @@ def points(first_epoch: int, epochs: int) -> list[Metric]:
     return out
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tracking_database(request, tmp_path):
+    """A fresh MLflow database: an SQLite file, or a database on the PostgreSQL server (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return
+    server = os.environ.get("FITGAP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+    name = f"fitgap_tables_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield f"{server}/{name}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
 @pytest.fixture
-def two_runs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def two_runs(tracking_database):
+    uri = tracking_database
     client = MlflowClient(uri)
     experiment = client.create_experiment("tables")
     by_api, by_tables = (client.create_run(experiment).info.run_id for _ in range(2))
