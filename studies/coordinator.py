@@ -156,6 +156,8 @@ class Coordinator:
                 self._drop_waiting("not started: the launch stopped", retry=True)
             self._drain()
         except (RunError, *STORE_FAILURES) as error:  # a store failing mid-launch (a full disk, a lost server) too
+            if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ is not None:
+                error = error.__cause__  # Optuna's own message guesses ("invalid data"); its cause says what failed
             stopped = error if isinstance(error, RunError) else RunError(f"a store failed: {one_line(error)}")
             self._abandon(f"not recorded: the launch stopped ({stopped})")
             raise stopped from None
