@@ -26,6 +26,7 @@ import optuna
 from fitgap import launch
 from fitgap.studies import coordinator
 from fitgap.studies.stores import Stores
+from fitgap.studies.study import open_storage
 from fitgap.sweeps.reading import load_spec
 
 SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "specs" / "dot.yaml"
@@ -41,7 +42,7 @@ def run(spec_path: Path, trials: int, bound: bool) -> dict:
             started = time.perf_counter()
             launch(spec, trials=trials, workspace=workspace)
             seconds = time.perf_counter() - started
-            study = optuna.load_study(study_name=spec.name, storage=Stores.resolve(workspace=workspace).storage)
+            study = optuna.load_study(study_name=spec.name, storage=open_storage(Stores.resolve(workspace=workspace).storage))
             asked = study.get_trials()
     finally:
         coordinator.in_flight_limit = shipped

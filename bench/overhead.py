@@ -1,9 +1,11 @@
 """The coordinator's own cost per trial (ask, the pruner's reports, tell, MLflow, results rows) as a study grows.
 
     .venv/bin/python bench/overhead.py [--at 100 1000 10000] [--window 50] [--tpe-at 100 1000 10000]
+                                       [--storage sqlite journal]
 
-The real `StudyHandle` and `Coordinator` run a study on SQLite stores (Optuna, MLflow, the results database, as
-`fitgap launch` creates them) with `RandomSampler`, so that fitgap's cost is measured apart from the sampler's.
+The real `StudyHandle` and `Coordinator` run a study on the stores `fitgap launch` creates (MLflow and the results
+database on SQLite), once on each Optuna storage: the RDB storage on SQLite (the default before 2026-12-05) as the
+baseline, then the journal file (the default), with `RandomSampler`, so that fitgap's cost is measured apart from the sampler's.
 Trials are "trained" by a fake in-process executor (no TensorFlow, no process): each trial streams 100 epochs of 6
 metrics and waits for the pruner's decision at its report epochs (a median pruner reporting every 10 epochs), as a
 real executor does; so the time between two finished trials is the coordinator's alone. The median per trial is
@@ -51,6 +53,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fakes import METRICS, Script  # noqa: E402  (the tests' fake executor)
 
 
+# Optuna's storage: the journal file, a workspace's default, against the RDB storage on SQLite that was
+STORAGES = {"journal": lambda workspace: None, "sqlite": lambda workspace: f"sqlite:///{workspace / 'optuna.db'}"}
+
+
 class Timings:
     """Seconds spent per kind of coordinator work, by wrapping the methods that do it."""
 
@@ -81,8 +87,9 @@ def spec_for(trials: int, executor: str):
                        "pruner": {"type": "median", "n_startup_trials": 5, "report_every": 10}})
 
 
-def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -> dict[int, tuple[float, float, dict]]:
-    """Run one study to max(counts); per count, over the window of trials ending there: the median and the mean
+def run_study(counts: list[int], window: int, executor: str, fuse: int | None,
+              storage: str) -> dict[int, tuple[float, float, dict]]:
+    """Run one study to max(counts) on Optuna's `storage` (STORAGES); per count, over the window of trials ending there: the median and the mean
     seconds between two finished trials, and the mean seconds per trial of each kind of work."""
     # One batch more than the last count, so that every window holds the asks of the batch after it
     spec = spec_for(max(counts) + (fuse or 1), executor)
@@ -98,7 +105,8 @@ def run_study(counts: list[int], window: int, executor: str, fuse: int | None) -
             print(f"  {len(finished):>6} trials after {finished[-1] - finished[0]:.0f} s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fitgap-overhead-") as folder:
-        stores = Stores.resolve(workspace=Path(folder) / "ws")
+        workspace = Path(folder) / "ws"
+        stores = Stores.resolve(workspace=workspace, storage=STORAGES[storage](workspace))
         from fitgap.data.datasets import load_dataset
 
         data = load_dataset(spec.dataset.model_dump())
@@ -168,26 +176,37 @@ def main() -> None:
     parser.add_argument("--executor", default="keras", choices=["keras", "fused"],
                         help="fused: the coordinator asks --fuse trials (default 64) at once")
     parser.add_argument("--fuse", type=int, default=None)
+    parser.add_argument("--storage", nargs="+", default=["sqlite", "journal"], choices=list(STORAGES),
+                        help="Optuna storages to run the study on, one after the other")
     args = parser.parse_args()
     if args.executor == "fused":
         args.fuse = args.fuse or 64
         args.window = math.ceil(args.window / args.fuse) * args.fuse  # whole batches: each window asks once
     counts = sorted(args.at)
-    print(f"coordinator cost per trial, RandomSampler, SQLite stores, 100 epochs x {len(METRICS)} metrics, median "
-          f"pruner reporting every 10 epochs, executor {args.executor}:")
-    started = time.perf_counter()
-    results = run_study(counts, args.window, args.executor, args.fuse)
-    elapsed = time.perf_counter() - started
-    kinds = sorted({kind for _, _, spent in results.values() for kind in spent})
-    print(f"{'trials':>7} {'median ms/trial':>16} {'mean ms/trial':>14}  " + "".join(f"{k + ' ms':>14}" for k in kinds))
-    for count, (median, mean, spent) in results.items():
-        print(f"{count:>7} {median * 1000:>16.1f} {mean * 1000:>14.1f}  "
-              + "".join(f"{spent.get(k, 0) * 1000:>14.1f}" for k in kinds))
-    if len(counts) > 1:
-        first, last = counts[-2], counts[-1]
-        print(f"growth from {first} to {last} trials: median {results[last][0] / results[first][0]:.2f}x, "
-              f"mean {results[last][1] / results[first][1]:.2f}x")
-    print(f"study of {counts[-1]} trials run in {elapsed:.0f} s")
+    means = {}
+    for storage in args.storage:
+        print(f"coordinator cost per trial, RandomSampler, Optuna's storage {storage}, MLflow and results on SQLite, "
+              f"100 epochs x {len(METRICS)} metrics, median pruner reporting every 10 epochs, executor "
+              f"{args.executor}:")
+        started = time.perf_counter()
+        results = run_study(counts, args.window, args.executor, args.fuse, storage)
+        elapsed = time.perf_counter() - started
+        kinds = sorted({kind for _, _, spent in results.values() for kind in spent})
+        print(f"{'trials':>7} {'median ms/trial':>16} {'mean ms/trial':>14}  "
+              + "".join(f"{k + ' ms':>14}" for k in kinds))
+        for count, (median, mean, spent) in results.items():
+            print(f"{count:>7} {median * 1000:>16.1f} {mean * 1000:>14.1f}  "
+                  + "".join(f"{spent.get(k, 0) * 1000:>14.1f}" for k in kinds))
+        if len(counts) > 1:
+            first, last = counts[-2], counts[-1]
+            print(f"growth from {first} to {last} trials: median {results[last][0] / results[first][0]:.2f}x, "
+                  f"mean {results[last][1] / results[first][1]:.2f}x")
+        print(f"study of {counts[-1]} trials run in {elapsed:.0f} s")
+        means[storage] = {count: mean for count, (_, mean, _) in results.items()}
+    if len(means) == 2:
+        (a, at), (b, bt) = means.items()
+        print("mean ms/trial, " + ", ".join(f"at {c}: {a} {at[c] * 1000:.1f}, {b} {bt[c] * 1000:.1f}, "
+                                             f"{at[c] / bt[c]:.2f}x" for c in counts))
     for count in args.tpe_at:
         print(f"TPE sampler alone (in memory), ask + suggest at {count} trials: {tpe_cost(count) * 1000:.1f} ms")
 

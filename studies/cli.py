@@ -26,9 +26,10 @@ EXIT_INTERRUPTED = 130
 def _store_options(command):
     options = [
         click.option("--workspace", envvar="FITGAP_WORKSPACE", metavar="DIR",
-                     help="Folder of the default SQLite stores and artifacts [default: ./fitgap-data]."),
-        click.option("--storage", envvar="FITGAP_STORAGE", metavar="URL",
-                     help="Optuna storage URL [default: sqlite in the workspace]."),
+                     help="Folder of the default stores and artifacts [default: ./fitgap-data]."),
+        click.option("--storage", envvar="FITGAP_STORAGE", metavar="URL|PATH",
+                     help="Optuna storage: an RDB URL or a journal file (.journal, .log) "
+                          "[default: optuna.journal in the workspace]."),
         click.option("--tracking-uri", envvar="FITGAP_TRACKING_URI", metavar="URI",
                      help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite in the workspace]."),
         click.option("--results-url", envvar="FITGAP_RESULTS_URL", metavar="URL",

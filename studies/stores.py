@@ -1,7 +1,8 @@
 """Coordinator side: where a study lives — the Optuna storage, the MLflow store and the results database.
 
-By default all three are SQLite files in one workspace folder; each can point elsewhere (PostgreSQL, an MLflow
-tracking server). Credentials in URLs are never printed: use `tracking.results.redact`.
+By default they are files in one workspace folder: Optuna's journal (`studies.journal`), MLflow's and the results'
+SQLite databases; each can point elsewhere (PostgreSQL, an MLflow tracking server). Credentials in URLs are never
+printed: use `tracking.results.redact`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from fitgap import sqlite
 from fitgap.errors import UsageError, scrub
+from fitgap.studies import journal
 from fitgap.tracking.results import error_line, redact, sqlite_path
 
 # What `--tracking-uri` takes: MLflow's database stores (SQLAlchemy URLs), a tracking server, a local folder
@@ -30,7 +32,7 @@ class StoreError(UsageError):
 @dataclass(frozen=True)
 class Stores:
     workspace: Path
-    storage: str  # Optuna RDB URL
+    storage: str  # Optuna: an RDB URL, or the path of a journal file
     tracking_uri: str  # MLflow
     results_url: str  # SQLAlchemy URL of the results database
 
@@ -38,9 +40,10 @@ class Stores:
     def resolve(cls, workspace=None, storage=None, tracking_uri=None, results_url=None) -> "Stores":
         """Options win over FITGAP_* variables (the CLI reads those), which win over the workspace defaults."""
         ws = Path(workspace or os.environ.get("FITGAP_WORKSPACE") or DEFAULT_WORKSPACE).absolute()
+        earlier = ws / "optuna.db"  # the default of workspaces created before the journal
         stores = cls(
             workspace=ws,
-            storage=storage or f"sqlite:///{ws / 'optuna.db'}",
+            storage=storage or (f"sqlite:///{earlier}" if earlier.exists() else str(ws / "optuna.journal")),
             tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ws / 'mlflow.db'}",
             results_url=results_url or f"sqlite:///{ws / 'results.db'}",
         )
@@ -55,7 +58,8 @@ class Stores:
     def check(self) -> None:
         """Reach every store that is not a local file, before anything is created anywhere: a wrong or unreachable
         URL is one line naming its option, and leaves nothing behind."""
-        _reach_database("--storage", self.storage)
+        if journal_path(self.storage) is None:
+            _reach_database("--storage", self.storage)
         _reach_database("--results-url", self.results_url)
         scheme = self.tracking_uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in self.tracking_uri else ""
         if scheme in ("http", "https"):
@@ -66,24 +70,29 @@ class Stores:
             raise StoreError(f"`--tracking-uri`: {redact(self.tracking_uri)} is not a tracking URI fitgap takes "
                              f"({', '.join(TRACKING_DATABASES)}, http(s) or file URLs, or a folder)")
 
+    @property
+    def storage_file(self) -> Path | None:
+        """The Optuna storage's local file: a journal, or an SQLite database."""
+        return journal_path(self.storage) or sqlite_path(self.storage)
+
     def missing(self) -> list[str]:
-        """The Optuna storage when it is a local SQLite file that doesn't exist yet: then there are no studies, and
-        reading commands must not create it. Only the storage counts: studies live there, and a results database
-        that is missing (say the workspace's default beside a PostgreSQL storage) says nothing about them."""
-        path = sqlite_path(self.storage)
+        """The Optuna storage when it is a local file that doesn't exist yet: then there are no studies, and reading
+        commands must not create it. Only the storage counts: studies live there, and a results database that is
+        missing (say the workspace's default beside a PostgreSQL storage) says nothing about them."""
+        path = self.storage_file
         return [self.storage] if path and not path.exists() else []
 
     @property
     def exclusive(self) -> bool:
-        """Whether a coordinator holding `coordinator_lock` is the only one alive for these stores (SQLite)."""
-        return sqlite_path(self.storage) is not None
+        """Whether a coordinator holding `coordinator_lock` is the only one alive for these stores (a local file)."""
+        return self.storage_file is not None
 
     @contextlib.contextmanager
     def coordinator_lock(self):
-        """One coordinator per SQLite workspace: SQLite is no store for several writing processes (Optuna's FAQ;
-        MLflow fails with "database is locked"). A second launch is refused at once; server-grade stores are shared
-        freely."""
-        if not sqlite_path(self.storage):
+        """One coordinator per workspace of local stores: SQLite is no store for several writing processes (Optuna's
+        FAQ; MLflow fails with "database is locked"). A second launch is refused at once; server-grade stores are
+        shared freely."""
+        if not self.exclusive:
             yield
             return
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -109,7 +118,7 @@ class Stores:
     def creation_lock(self):
         """Held (waiting for it) while the workspace's SQLite stores are created or migrated, by a launch and by
         `fitgap ui`: MLflow's migrations, run by two processes at once, leave its database half-migrated."""
-        if not sqlite_path(self.storage) and not sqlite_path(self.tracking_uri):
+        if not self.storage_file and not sqlite_path(self.tracking_uri):
             yield
             return
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -124,6 +133,11 @@ class Stores:
         return f"storage {redact(self.storage)}, tracking {redact(self.tracking_uri)}, results {redact(self.results_url)}"
 
 
+def journal_path(storage: str) -> Path | None:
+    """The journal file a `--storage` value names (a path ending in .journal or .log), else None."""
+    return Path(storage).absolute() if "://" not in storage and storage.endswith(journal.SUFFIXES) else None
+
+
 def _reach_database(option: str, url: str) -> None:
     from sqlalchemy import create_engine, make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -131,7 +145,8 @@ def _reach_database(option: str, url: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StoreError(f"`{option}`: not a database URL: {scrub(url)[:200]}") from None
+        journal_too = " or an Optuna journal file (.journal, .log)" if option == "--storage" else ""
+        raise StoreError(f"`{option}`: not a database URL{journal_too}: {scrub(url)[:200]}") from None
     if sqlite_path(parsed) is not None or parsed.get_backend_name() == "sqlite":
         return  # a local file: created on first use
     connect = {"connect_timeout": REACH_TIMEOUT_S} if parsed.get_backend_name() in ("postgresql", "mysql") else {}

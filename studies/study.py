@@ -23,7 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from fitgap import sqlite
 from fitgap.errors import scrub
 from fitgap.studies.keeping import ModelKeeper, PlotPolicy
-from fitgap.studies.stores import StoreError, Stores
+from fitgap.studies.journal import open_journal
+from fitgap.studies.stores import StoreError, Stores, journal_path
 from fitgap.sweeps.pruning import make_pruner
 from fitgap.sweeps.space import derive_seed, make_sampler, trial_params
 from fitgap.sweeps.spec import SpecError, SweepSpec, changed_field, parse_spec
@@ -47,9 +48,15 @@ _STATES = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL":
 _FINISHED = tuple(_STATES.values())
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    from sqlalchemy.exc import SQLAlchemyError
-
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage `url` names: a journal file (`studies.journal`, the workspace's default), else an RDB URL."""
+    path = journal_path(url)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open_journal(path)
+        except (OSError, ValueError) as exc:  # unwritable, or not a journal
+            raise StoreError(f"`--storage`: cannot open {path}: {scrub(error_line(exc))}") from None
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
                                           grace_period=GRACE_PERIOD_S)
@@ -60,7 +67,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 def load_study(name: str, stores: Stores) -> optuna.Study:
     """An existing study, or StoreError naming the known ones. Never creates a store."""
     if stores.missing():
-        raise StoreError(f"unknown study {name!r}: no studies yet ({sqlite_path(stores.storage)} does not exist)")
+        raise StoreError(f"unknown study {name!r}: no studies yet ({stores.storage_file} does not exist)")
     storage = open_storage(stores.storage)
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -81,7 +88,7 @@ class StudyHandle:
     def __init__(self, spec, stores, storage, study, study_run, sink, results, save_models="best", plots="best"):
         self.spec: SweepSpec = spec
         self.stores: Stores = stores
-        self.storage: optuna.storages.RDBStorage = storage
+        self.storage: optuna.storages.BaseStorage = storage
         self.study: optuna.Study = study
         self.study_run: StudyRun = study_run
         self.sink: MlflowSink = sink
@@ -166,9 +173,9 @@ class StudyHandle:
     def asking(self):
         """Make the budget check and the ask (or the stale trials' retries) one step across coordinators that share
         a PostgreSQL storage."""
-        engine = self.storage.engine
-        if engine.dialect.name != "postgresql":
-            yield  # SQLite: one coordinator per workspace (see `launch_lock`)
+        engine = getattr(self.storage, "engine", None)  # an RDB storage's
+        if engine is None or engine.dialect.name != "postgresql":
+            yield  # a local file: one coordinator per workspace (`Stores.coordinator_lock`)
             return
         key = zlib.crc32(f"fitgap:{self.spec.name}".encode())
         with engine.connect() as connection:

@@ -58,6 +58,14 @@ def fitgap(*args: str, cwd: Path | None = None, env: dict | None = None, timeout
                           capture_output=True, text=True, timeout=timeout)
 
 
+def journal_storage(workspace: Path):
+    """A workspace's Optuna storage as the README tells users to open it, with Optuna's own classes."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(workspace / "optuna.journal")))
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under `folder` with its size and modification time: equal snapshots mean nothing was written.
     This process's own store connections are closed first, so that its WAL databases are at rest (their logs

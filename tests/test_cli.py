@@ -239,7 +239,8 @@ UNREACHABLE = "postgresql+psycopg://fitgap:SECRET@127.0.0.1:1/fitgap"  # nothing
 @pytest.mark.parametrize("option, url, expected", [
     ("--storage", UNREACHABLE, "`--storage`: cannot reach postgresql+psycopg://fitgap:***@127.0.0.1:1/fitgap"),
     ("--storage", "bogus://x", "`--storage`: cannot reach bogus://x: Can't load plugin"),
-    ("--storage", "::not a url::", "`--storage`: not a database URL: ::not a url::"),
+    ("--storage", "::not a url::",
+     "`--storage`: not a database URL or an Optuna journal file (.journal, .log): ::not a url::"),
     ("--results-url", UNREACHABLE, "`--results-url`: cannot reach postgresql+psycopg://fitgap:***@127.0.0.1:1"),
     ("--tracking-uri", UNREACHABLE, "`--tracking-uri`: cannot reach postgresql+psycopg://fitgap:***@127.0.0.1:1"),
     ("--tracking-uri", "bogus://x", "`--tracking-uri`: bogus://x is not a tracking URI fitgap takes"),

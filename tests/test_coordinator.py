@@ -26,7 +26,7 @@ from fitgap.studies.coordinator import Coordinator
 from fitgap.studies.options import RunOptions
 from fitgap.studies.slots import plan_slots
 from fitgap.studies.stores import Stores
-from fitgap.studies.study import StudyHandle
+from fitgap.studies.study import StudyHandle, open_storage
 from fitgap.studies.trials import trial_of, trial_seed, trial_task
 from fitgap.sweeps.space import derive_seed, make_sampler, suggest, trial_params
 from fitgap.sweeps.spec import SpecError, parse_spec
@@ -88,7 +88,8 @@ class Run:
 
     def history(self, number: int, metric: str = "val_accuracy") -> list:
         """Trial `number`'s MLflow points of `metric`, by step."""
-        study = optuna.load_study(study_name=self.spec.name, storage=self.stores.storage)  # any thread may ask
+        # any thread may ask
+        study = optuna.load_study(study_name=self.spec.name, storage=open_storage(self.stores.storage))
         run_id = study.get_trials(deepcopy=False)[number].user_attrs["fitgap.mlflow_run_id"]
         points = MlflowClient(tracking_uri=self.stores.tracking_uri).get_metric_history(run_id, metric)
         return sorted(points, key=lambda p: (p.step, p.timestamp))
@@ -149,7 +150,9 @@ def test_a_study_runs_to_its_budget_and_each_trial_lands_in_all_three_stores(wor
 
 def test_an_open_study_commits_to_optuna_and_mlflow_in_wal_mode_without_a_sync_per_commit(workspace):
     """The engines opened before the switch to WAL (`sqlite.use_wal`) reconnect with synchronous=NORMAL; the
-    results database keeps the rollback journal and SQLite's default FULL."""
+    results database keeps the rollback journal and SQLite's default FULL. Optuna on SQLite: a workspace made
+    before the journal."""
+    open_storage(f"sqlite:///{workspace / 'optuna.db'}")
     run = Run(workspace, spec_of(trials=1), Script())
     engines = {"optuna": run.handle.storage.engine, "mlflow": run.handle.sink.client._tracking_client.store.engine,
                "results": run.handle.results._engine}
@@ -262,7 +265,7 @@ def test_fused_random_sampling_batches_and_asks_ahead_freely(workspace):
 
     def hold_the_first_batch(task):  # until asking ahead has asked the next batch too
         if task.number < 16:
-            wait_for(lambda: len(optuna.load_study(study_name="fake", storage=stores.storage).trials) >= 32)
+            wait_for(lambda: len(optuna.load_study(study_name="fake", storage=open_storage(stores.storage)).trials) >= 32)
 
     run = Run(workspace, spec_of(trials=40, executor="fused"), Script(before=hold_the_first_batch), fuse=16)()
     assert told_before(run.trials)[:32] == [0] * 32 and len(run.script.batches[0]) == 16
@@ -290,7 +293,7 @@ def test_the_median_pruner_prunes_at_its_report_epochs_and_the_curve_ends_there(
 
     def told_first_two(task):  # the pruner judges by told trials: make its start-up deterministic
         while task.number >= 2 and sum(t.state == State.COMPLETE for t in optuna.load_study(
-                study_name="fake", storage=stores.storage).get_trials(deepcopy=False)) < 2:
+                study_name="fake", storage=open_storage(stores.storage)).get_trials(deepcopy=False)) < 2:
             time.sleep(0.05)
 
     run = Run(workspace, spec, Script(before=told_first_two))()
@@ -512,7 +515,7 @@ def test_duration_is_the_trials_own_training_time_and_its_wait_for_a_slot_is_sto
 
     def hold_the_slot(task):  # trial 0 trains on while trial 1, asked ahead, waits for the slot
         if task.number == 0:
-            wait_for(lambda: [t.number for t in optuna.load_study(study_name="fake", storage=stores.storage).trials
+            wait_for(lambda: [t.number for t in optuna.load_study(study_name="fake", storage=open_storage(stores.storage)).trials
                               if "fitgap.mlflow_run_id" in t.user_attrs] == [0, 1])  # trial 1 asked, its run started
             time.sleep(0.3)
 

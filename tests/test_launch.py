@@ -18,9 +18,10 @@ import pytest
 from mlflow import MlflowClient
 
 from fitgap.studies.stores import Stores
+from fitgap.studies.study import open_storage
 from fitgap.tracking.results import ResultsDB
 
-from conftest import fitgap, snapshot
+from conftest import fitgap, journal_storage, snapshot
 
 CHROMIUM = shutil.which("chromium")  # Debian's package (`make chromium`)
 
@@ -53,7 +54,7 @@ def launched(template_workspace, tmp_path_factory):
     assert first.returncode == 0, first.stderr
     sidecars = sorted(p.name for p in workspace.glob("*.db-*"))  # before this process opens the stores
     stores = Stores.resolve(workspace=workspace)
-    study = optuna.load_study(study_name="e2e", storage=stores.storage)
+    study = optuna.load_study(study_name="e2e", storage=journal_storage(workspace))  # as a user opens it
     first_trials = study.get_trials()
     first_results = ResultsDB(stores.results_url).trials("e2e")
     return {"root": root, "workspace": workspace, "spec": spec, "stores": stores, "first": first,
@@ -99,7 +100,7 @@ def test_a_launch_on_a_terminal_shows_a_live_bar_with_the_best_elapsed_time_and_
 
 
 def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
-    study = optuna.load_study(study_name="e2e", storage=launched["stores"].storage)
+    study = optuna.load_study(study_name="e2e", storage=open_storage(launched["stores"].storage))
     assert study.metric_names == ["val_accuracy"]  # what optuna-dashboard shows instead of "Objective 0"
     trials = launched["first_trials"]
     rows = {row["number"]: row for row in launched["first_results"]}
@@ -114,10 +115,11 @@ def test_three_trial_launch_gives_three_complete_optuna_trials(launched):
     assert "best: trial" in launched["first"].stdout and "3 COMPLETE" in launched["first"].stdout
 
 
-def test_optuna_and_mlflow_run_in_wal_mode_and_a_finished_launch_leaves_no_sidecar_files(launched):
+def test_mlflow_runs_in_wal_mode_and_a_finished_launch_leaves_no_sidecar_files(launched):
     """WAL is switched on once the stores exist (`fitgap/sqlite.py`); results.db keeps the rollback journal, which
-    `fitgap query`'s read-only connections need."""
-    assert _journal_modes(launched["workspace"]) == {"optuna.db": "wal", "mlflow.db": "wal", "results.db": "delete"}
+    `fitgap query`'s read-only connections need; Optuna's study is a journal file, not a database."""
+    assert _journal_modes(launched["workspace"]) == {"mlflow.db": "wal", "results.db": "delete"}
+    assert (launched["workspace"] / "optuna.journal").stat().st_size > 0
     assert launched["sidecars"] == []  # -wal and -shm go with the last connection
 
 
@@ -157,7 +159,7 @@ def test_optuna_dashboard_shows_the_objectives_names_and_each_trials_diagnosis(l
 
     from optuna_dashboard import wsgi
 
-    app = wsgi(optuna.storages.RDBStorage(launched["stores"].storage))
+    app = wsgi(str(launched["workspace"] / "optuna.journal"))  # as `optuna-dashboard PATH` opens it
 
     def get(path):
         environ = {"PATH_INFO": path}
@@ -237,7 +239,7 @@ def test_results_database_has_one_row_per_trial_with_its_epochs(launched):
 def test_resume_runs_to_the_new_budget_without_replaying_suggestions(launched):
     resumed = fitgap("launch", str(launched["spec"]), "--workspace", str(launched["workspace"]), "--trials", "5")
     assert resumed.returncode == 0, resumed.stderr
-    study = optuna.load_study(study_name="e2e", storage=launched["stores"].storage)
+    study = optuna.load_study(study_name="e2e", storage=open_storage(launched["stores"].storage))
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 5
     rates = [t.params["learning_rate"] for t in trials]

@@ -17,7 +17,7 @@ from fitgap.studies.api import create
 from fitgap.studies.cli import main
 from fitgap.studies.path import log_grid, path_spec
 from fitgap.studies.stores import Stores
-from fitgap.studies.study import stored_spec
+from fitgap.studies.study import open_storage, stored_spec
 from fitgap.sweeps.space import trial_params
 from fitgap.sweeps.spec import changed_field, parse_spec
 from fitgap.tracking.results import ResultsDB
@@ -122,7 +122,7 @@ def traced(template_workspace, tmp_path_factory):
     launched = fitgap("launch", str(root / "par.yaml"), "--workspace", str(workspace), *QUICK)
     assert launched.returncode == 0, launched.stderr
     stores = Stores.resolve(workspace=workspace)
-    parent = optuna.load_study(study_name="par", storage=stores.storage)
+    parent = optuna.load_study(study_name="par", storage=open_storage(stores.storage))
     parent.tell(parent.ask(), state=optuna.trial.TrialState.FAIL)  # trial 3: no path starts from it
     best = max(parent.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: (t.value, -t.number))
     spec = path_spec(stored_spec(parent, root), best, ["l1", "l2"], log_grid("1e-3:1e-1:2"), 2)
@@ -139,7 +139,7 @@ def traced(template_workspace, tmp_path_factory):
 def test_the_path_trains_the_baseline_once_and_each_regularizer_at_each_weight_with_the_trials_settings(traced):
     assert traced["result"].returncode == 0, traced["result"].stderr
     best, name = traced["best"], traced["name"]
-    study = optuna.load_study(study_name=name, storage=traced["stores"].storage)
+    study = optuna.load_study(study_name=name, storage=open_storage(traced["stores"].storage))
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 5
     assert [(t.params["regularizer"], t.params.get("regularization_weight")) for t in trials] == [
@@ -156,7 +156,7 @@ def test_the_path_trains_the_baseline_once_and_each_regularizer_at_each_weight_w
 
 def test_the_path_is_linked_to_its_trial_in_optuna_mlflow_and_the_results_database(traced):
     best, name, stores = traced["best"], traced["name"], traced["stores"]
-    study = optuna.load_study(study_name=name, storage=stores.storage)
+    study = optuna.load_study(study_name=name, storage=open_storage(stores.storage))
     assert study.user_attrs["fitgap.parent"] == {"study": "par", "trial": best.number}
     client = MlflowClient(stores.tracking_uri)
     run = client.search_runs([client.get_experiment_by_name(name).experiment_id], "tags.`fitgap.role` = 'study'")[0]
@@ -202,9 +202,9 @@ def test_bad_input_is_one_line_naming_the_option_exit_2_and_nothing_written(trac
 def test_the_path_spec_as_yaml_launches_the_same_trials(traced):
     """The same path written by hand: the generated spec as a YAML file, launched in a workspace of its own."""
     assert traced["by_hand"].returncode == 0, traced["by_hand"].stderr
-    path = optuna.load_study(study_name=traced["name"], storage=traced["stores"].storage)
+    path = optuna.load_study(study_name=traced["name"], storage=open_storage(traced["stores"].storage))
     assert changed_field(path.user_attrs["fitgap.spec"], traced["spec"].model_dump(mode="json", exclude={"trials"})) \
         is None
-    by_hand = optuna.load_study(study_name=traced["name"], storage=traced["by_hand_stores"].storage)
+    by_hand = optuna.load_study(study_name=traced["name"], storage=open_storage(traced["by_hand_stores"].storage))
     assert [t.params for t in by_hand.get_trials()] == [t.params for t in path.get_trials()]
     assert [t.state.name for t in by_hand.get_trials()] == ["COMPLETE"] * 5

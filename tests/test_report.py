@@ -21,6 +21,7 @@ from PIL import Image
 
 from fitgap.studies.api import Rerun, create, launch, report, rerun
 from fitgap.studies.stores import Stores
+from fitgap.studies.study import open_storage
 from fitgap.sweeps.spec import parse_spec
 from fitgap.tracking.diagnosis import VERDICTS
 from fitgap.tracking.records import EpochRecord, TrialRecord
@@ -387,7 +388,7 @@ def test_save_models_best_keeps_only_the_best_model_which_loads_with_keras(small
     assert [a.path for a in client.list_artifacts(best["mlflow_run_id"], "model")] == [
         f"model/trial-{best['number']}.keras"]
     others = [t.user_attrs["fitgap.mlflow_run_id"] for t in optuna.load_study(
-        study_name="small", storage=small["stores"].storage).trials if t.number != best["number"]]
+        study_name="small", storage=open_storage(small["stores"].storage)).trials if t.number != best["number"]]
     assert all(not client.list_artifacts(run_id, "model") for run_id in others)
 
 
