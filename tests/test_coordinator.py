@@ -433,8 +433,9 @@ def test_the_end_of_a_trial_logs_to_mlflow_only_the_points_its_live_writes_did_n
     sink = MlflowSink(stores.tracking_uri, stores.artifact_root)
     run_id = sink.start_trial(sink.study_run("sink", {}, "name: sink\n"), 0, {}, {}).run_id
     epochs = tuple(EpochRecord(0, e, {"loss": 1 / (e + 1)}, ended_at=1_700_000_000.0 + e) for e in range(5))
-    sent, log_metrics = [], sink._log_metrics
-    sink._log_metrics = lambda run, metrics: (sent.extend(metrics), log_metrics(run, metrics))
+    tables = sink._open_tables()  # every point goes through its `finish`, live or at the end
+    sent, finish = [], tables.finish
+    tables.finish = lambda run, points, *rest: (sent.extend(points), finish(run, points, *rest))[1]
     sink.log_live(LiveRecord("sink", 0, run_id, {}, epochs[:3], 1, "cpu", 0, 1_700_000_000.0, 0.5, "keras"))
     sink.finish_trial(TrialRecord("sink", 0, "COMPLETE", {}, (0.2,), 4, epochs, {}, 1, "cpu", 0, 1_700_000_000.0,
                                   1_700_000_005.0, mlflow_run_id=run_id, wait_s=0.5), plot=False)

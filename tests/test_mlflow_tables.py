@@ -1,5 +1,6 @@
-"""Points written straight into MLflow's tables (`tracking.mlflow_tables`) read back, through MLflow's own client
-and its tracking server's REST API (what the UI calls), exactly as the same points written by `log_batch`."""
+"""Points, params, tags and a run's end written straight into MLflow's tables (`tracking.mlflow_tables`) read back,
+through MLflow's own client and its tracking server's REST API (what the UI calls), exactly as the same written by
+`log_batch` and `set_terminated`."""
 
 import math
 import os
@@ -9,9 +10,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
-from fitgap.tracking.mlflow_tables import MetricTables
+from fitgap.tracking.mlflow_tables import RunTables
 
 from conftest import mlflow_server
 
@@ -43,17 +45,27 @@ def tracking_database(request, tmp_path):
     admin.dispose()
 
 
+PARAMS = [Param("learning_rate", "0.05"), Param("activation", "relu"), Param("hidden", "[11]")]
+TAGS = [RunTag("fitgap.state", "COMPLETE"), RunTag("fitgap.verdict", "good fit"), RunTag("fitgap.verdict", "overfit")]
+END = 1_700_000_100_000
+
+
 @pytest.fixture
 def two_runs(tracking_database):
+    """Two runs created alike (a tag that the end replaces); one written by MLflow's client, one by `RunTables`: live
+    points, then the rest with the params, tags and end, as a trial is written."""
     uri = tracking_database
     client = MlflowClient(uri)
     experiment = client.create_experiment("tables")
-    by_api, by_tables = (client.create_run(experiment).info.run_id for _ in range(2))
-    tables = MetricTables.open(uri)
+    by_api, by_tables = (client.create_run(experiment, run_name="t001 lr=0.05", tags={"fitgap.state": "RUNNING"})
+                         .info.run_id for _ in range(2))
+    tables = RunTables.open(uri)
     assert tables is not None, "the installed MLflow's schema is not verified: check it and add its revision"
-    for first, count in ((0, 3), (3, 4)):  # live points, then the rest, as a long trial logs them
-        client.log_batch(by_api, metrics=points(first, count))
-        assert tables.write(by_tables, points(first, count))
+    client.log_batch(by_api, metrics=points(0, 3))
+    assert tables.write(by_tables, points(0, 3))
+    client.log_batch(by_api, metrics=points(3, 4), params=PARAMS, tags=TAGS)
+    client.set_terminated(by_api, "FINISHED", end_time=END)
+    assert tables.finish(by_tables, points(3, 4), PARAMS, TAGS, "FINISHED", END)
     return uri, client, by_api, by_tables
 
 
@@ -75,6 +87,11 @@ def test_the_rows_are_those_log_batch_writes(two_runs):
 
 def test_mlflow_s_client_reads_both_runs_alike(two_runs):
     _, client, by_api, by_tables = two_runs
+    api, tables = client.get_run(by_api), client.get_run(by_tables)
+    assert tables.data.params == api.data.params == {p.key: p.value for p in PARAMS}
+    assert tables.data.tags == api.data.tags and tables.data.tags["fitgap.state"] == "COMPLETE"
+    assert tables.data.tags["fitgap.verdict"] == "overfit" and tables.data.tags["mlflow.runName"] == "t001 lr=0.05"
+    assert (tables.info.status, tables.info.end_time) == (api.info.status, api.info.end_time) == ("FINISHED", END)
     api, tables = client.get_run(by_api).data.metrics, client.get_run(by_tables).data.metrics
     assert {k: repr(v) for k, v in tables.items()} == {k: repr(v) for k, v in api.items()}  # nan != nan
     assert tables["loss"] == pytest.approx(1 / 7) and math.isnan(tables["odd"])
@@ -84,6 +101,9 @@ def test_mlflow_s_client_reads_both_runs_alike(two_runs):
     experiment = client.get_run(by_api).info.experiment_id
     ordered = client.search_runs([experiment], "metrics.loss < 1", order_by=["metrics.val_loss ASC"])
     assert {r.info.run_id for r in ordered} == {by_api, by_tables}
+    found = client.search_runs([experiment], "params.activation = 'relu' and tags.`fitgap.verdict` = 'overfit' and "
+                                             "attributes.status = 'FINISHED'")
+    assert {r.info.run_id for r in found} == {by_api, by_tables}
 
 
 def test_the_server_s_ui_endpoints_read_both_runs_alike(two_runs, tmp_path):
@@ -95,17 +115,43 @@ def test_the_server_s_ui_endpoints_read_both_runs_alike(two_runs, tmp_path):
         answer.raise_for_status()
         return [(m["step"], m["timestamp"], m["value"]) for m in answer.json()["metrics"]]
 
+    def run(run_id):  # the run page's call, less the fields that differ by nature
+        answer = requests.get(f"{base}/ajax-api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30)
+        answer.raise_for_status()
+        found = answer.json()["run"]
+        for field in ("run_id", "run_uuid", "start_time", "artifact_uri"):
+            found["info"].pop(field)
+        found["data"]["tags"] = sorted(found["data"]["tags"], key=lambda t: t["key"])
+        found["data"]["params"] = sorted(found["data"]["params"], key=lambda p: p["key"])
+        found["data"]["metrics"] = sorted(found["data"]["metrics"], key=lambda m: m["key"])
+        return found
+
     with mlflow_server(uri, tmp_path / "artifacts") as base:
         assert history(by_tables) == history(by_api) and len(history(by_api)) == 7
+        assert run(by_tables) == run(by_api)
+
+
+def test_a_changed_param_or_a_run_name_tag_is_left_to_mlflow_s_client_and_a_bad_key_is_mlflow_s_error(two_runs):
+    uri, client, _, by_tables = two_runs
+    tables = RunTables.open(uri)
+    before = client.get_run(by_tables).data
+    assert tables.finish(by_tables, points(9, 1), [Param("activation", "tanh")]) is False  # nothing written
+    assert tables.finish(by_tables, points(9, 1), tags=[RunTag("mlflow.runName", "renamed")]) is False
+    after = client.get_run(by_tables).data
+    assert (after.params, after.tags, repr(after.metrics)) == (before.params, before.tags, repr(before.metrics))
+    with pytest.raises(MlflowException, match="Invalid value"):
+        tables.finish(by_tables, [], [Param("bad\nkey", "1")])
+    assert tables.finish(by_tables, [], [Param("activation", "relu"), Param("width", "11")])  # same value: kept
+    assert client.get_run(by_tables).data.params == {**before.params, "width": "11"}
 
 
 def test_an_unverified_schema_or_an_inactive_run_falls_back_to_log_batch(two_runs):
     uri, client, by_api, _ = two_runs
     client.delete_run(by_api)
-    assert MetricTables.open(uri).write(by_api, points(9, 1)) is False  # log_batch then raises MLflow's error
+    assert RunTables.open(uri).write(by_api, points(9, 1)) is False  # log_batch then raises MLflow's error
     engine = sa.create_engine(uri)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = 'unknown'"))
     engine.dispose()
-    assert MetricTables.open(uri) is None
-    assert MetricTables.open("http://127.0.0.1:5000") is None and MetricTables.open("./mlruns") is None
+    assert RunTables.open(uri) is None
+    assert RunTables.open("http://127.0.0.1:5000") is None and RunTables.open("./mlruns") is None

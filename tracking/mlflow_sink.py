@@ -1,11 +1,11 @@
 """Tracking side: MLflow as a sink of finished trials — one experiment per study, a parent run per study, a nested
 run per trial. Never imports studies, training or TensorFlow.
 
-Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), and a trial's curves
-are written in one transaction straight into MLflow's tables where their schema is verified (`mlflow_tables`), else
-in a few `log_batch` calls, not one call per point: each call is a round trip to the store. A running
-trial's new points come as they are flushed (`log_live`), the rest when it ends (`finish_trial`); each point once,
-stamped with the time its epoch ended.
+Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), except where the
+tracking database's schema is verified (`mlflow_tables`): there a trial's curves, and at its end its params, tags and
+status, are written in one transaction straight into MLflow's tables; else in a few `log_batch` calls, not one call
+per point: each call is a round trip to the store. A running trial's new points come as they are flushed
+(`log_live`), the rest when it ends (`finish_trial`); each point once, stamped with the time its epoch ended.
 
 A trial's diagnosis (`tracking.diagnosis`) becomes `fitgap.*` tags. Its plots (learning curves, and the decision
 boundary when the executor sent `boundary.npz`) are rendered by a plotting process, which logs them itself
@@ -29,7 +29,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from fitgap.channel import Child
 from fitgap.errors import UsageError
 from fitgap.tracking.diagnosis import Diagnosis, diagnose_trial
-from fitgap.tracking.mlflow_tables import MetricTables
+from fitgap.tracking.mlflow_tables import RunTables
 from fitgap.tracking.records import EpochRecord, LiveRecord, TrialRecord
 
 for _name in ("mlflow", "alembic"):
@@ -60,7 +60,7 @@ class MlflowSink:
         self.artifact_root = artifact_root  # local stores only: else MLflow writes artifacts under the cwd
         self._plotter: _Plotter | None = None  # started by the first trial that has something to plot
         self._logged_live: dict[str, int] = {}  # run id -> epochs of its curve logged by `log_live`
-        self._tables: MetricTables | None | bool = False  # False: not opened yet (the store may not exist yet)
+        self._tables: RunTables | None | bool = False  # False: not opened yet (the store may not exist yet)
 
     def experiment(self, study: str, create: bool = True) -> str | None:
         """The study's experiment id (created, tagged for model training, when missing and `create`)."""
@@ -147,23 +147,28 @@ class MlflowSink:
         if record.epochs:  # why a run has no learning_curves.png (`fitgap report` still plots the trials it shows)
             tags["fitgap.plots"] = "rendered in the background" if render else \
                 "skipped: trials ended faster than plots" if plot else "not rendered (--plots)"
-        self._log_metrics(run_id, metrics)
         tags = [RunTag(k, str(v)) for k, v in list(tags.items())[:_MAX_TAGS]]
-        for i in range(0, max(len(params), 1), _MAX_PARAMS):  # params and tags in one call (mostly)
-            self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS], tags=tags if i == 0 else [])
         # The run was started by the coordinator, in another process: its record says where its artifacts go
         artifact_uri = record.artifact_uri or self.client.get_run(run_id).info.artifact_uri
         self.log_files(run_id, record.artifacts, artifact_uri=artifact_uri)
-        self.client.set_terminated(run_id, _STATUS[record.state], end_time=int(record.finished_at * 1000))
+        status, end_time = _STATUS[record.state], int(record.finished_at * 1000)
+        if not self._open_tables() or not self._tables.finish(run_id, metrics, params, tags, status, end_time):
+            self._log_metrics(run_id, metrics)
+            for i in range(0, max(len(params), 1), _MAX_PARAMS):  # params and tags in one call (mostly)
+                self.client.log_batch(run_id, params=params[i : i + _MAX_PARAMS], tags=tags if i == 0 else [])
+            self.client.set_terminated(run_id, status, end_time=end_time)
         if render:
             if self._plotter is None:
                 self._plotter = _Plotter(self.client.tracking_uri)
             self._plotter.submit(artifact_uri, record, diagnosis.overfit_epoch)
 
-    def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
+    def _open_tables(self) -> RunTables | None:
         if self._tables is False:
-            self._tables = MetricTables.open(self.client.tracking_uri)
-        if self._tables is not None and self._tables.write(run_id, metrics):
+            self._tables = RunTables.open(self.client.tracking_uri)
+        return self._tables
+
+    def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
+        if self._open_tables() and self._tables.write(run_id, metrics):
             return
         for i in range(0, len(metrics), _MAX_METRICS):
             self.client.log_batch(run_id, metrics=metrics[i : i + _MAX_METRICS])
