@@ -4,8 +4,10 @@
 
 Per trial, as the coordinator does it: `ask`, six suggestions (the dot spec's dimensions), three user attributes
 (the MLflow run id, the seed, the diagnosis) and `tell`, with `RandomSampler`, so that the storage's cost is measured
-apart from the sampler's. Storages: the in-memory one (the baseline), `JournalStorage` on a file, and the RDB storage
-on SQLite with its rollback journal and in WAL mode with `synchronous=NORMAL` (fitgap's default, `fitgap/sqlite.py`).
+apart from the sampler's. Storages: the in-memory one (the baseline), `JournalStorage` on a file through Optuna's
+backend (an fsync per write) and through fitgap's (`studies/journal.py`, fitgap's default), and the RDB storage on
+SQLite with its rollback journal and in WAL mode with `synchronous=NORMAL` (`fitgap/sqlite.py`: the default of
+workspaces created before the journal).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend
 
 from fitgap import sqlite
+from fitgap.studies.journal import open_journal
 
 
 def per_trial(storage, trials: int) -> float:
@@ -51,16 +54,17 @@ def main() -> None:
     sqlite.use_wal(folder / "wal.db")
     storages = {
         "in memory (baseline)": optuna.storages.InMemoryStorage(),
-        "JournalStorage, file": optuna.storages.JournalStorage(JournalFileBackend(str(folder / "journal.log"))),
+        "JournalStorage, Optuna's file": optuna.storages.JournalStorage(JournalFileBackend(str(folder / "a.log"))),
+        "JournalStorage, fitgap's file": open_journal(folder / "b.journal"),
         "RDB, SQLite rollback journal": optuna.storages.RDBStorage(f"sqlite:///{folder / 'delete.db'}"),
-        "RDB, SQLite WAL (fitgap's)": wal,
+        "RDB, SQLite WAL": wal,
     }
     print(f"Optuna's storages, fitgap's writes of one trial ({args.trials} trials, RandomSampler):")
     baseline = None
     for name, storage in storages.items():
         cost = per_trial(storage, args.trials)
         baseline = baseline or cost
-        print(f"  {name:<30} {cost * 1000:7.2f} ms a trial  {cost / baseline:7.1f}x")
+        print(f"  {name:<31} {cost * 1000:7.2f} ms a trial  {cost / baseline:7.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Trials per minute on the reference sweep: the hand-written loop against fitgap's keras, compiled and fused executors.
 
-    .venv/bin/python bench/throughput.py [--trials 512] [--keras-trials 64] [--baseline-trials 4] [--epochs 100]
-                                         [--fuse K] [--slots 1] [--live-executor fused|compiled|keras|none]
+    .venv/bin/python bench/throughput.py [--trials 512] [--compiled-trials N] [--keras-trials 64] [--baseline-trials 4]
+                                         [--epochs 100] [--fuse K] [--slots 1]
+                                         [--live-executor fused|compiled|keras|none]
                                          [--live-pairs 2]
 
 The reference sweep: the course's 2-D points (dot: 240 training and 60 validation points), the dot spec's search space
@@ -199,7 +200,8 @@ def training_only(executor: str, sets: list[dict], epochs: int, fuse: int | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=512, help="trials of the compiled and fused runs")
+    parser.add_argument("--trials", type=int, default=512, help="trials of the fused run (and the compiled one's)")
+    parser.add_argument("--compiled-trials", type=int, default=None, help="trials of the compiled run [--trials]")
     parser.add_argument("--keras-trials", type=int, default=64, help="trials of the keras executor's run")
     parser.add_argument("--baseline-trials", type=int, default=4, help="trials of the hand-written loop (~13 s each)")
     parser.add_argument("--epochs", type=int, default=100)
@@ -209,8 +211,8 @@ def main() -> None:
                         help="the runner run again with live writing off, and as shipped, to compare")
     parser.add_argument("--live-pairs", type=int, default=2, help="(off, as shipped) pairs of runs of it")
     args = parser.parse_args()
-    counts = {"baseline": args.baseline_trials, "keras": args.keras_trials, "compiled": args.trials,
-              "fused": args.trials}
+    counts = {"baseline": args.baseline_trials, "keras": args.keras_trials,
+              "compiled": args.trials if args.compiled_trials is None else args.compiled_trials, "fused": args.trials}
     sets = parameter_sets(max(counts.values()), args.epochs)
     if args.fuse is None:  # what `executor: auto` would choose for this sweep
         from fitgap.data.datasets import load_dataset
@@ -256,6 +258,9 @@ def main() -> None:
         print(f"{executor:<10}{60 / r['end_to_end']:>11.1f}{base['end_to_end'] / r['end_to_end']:>7.0f}x"
               f"{60 / r['steady']:>11.1f}{60 / r['training']:>13.1f}{base['training'] / r['training']:>7.0f}x"
               f"{compared:>27}{accuracy(r):>10.3f}  {r['states']}")
+    fused = results["fused"]
+    print(f"fused, end to end / training only: {fused['training'] / fused['end_to_end']:.0%}, steady / training "
+          f"only: {fused['training'] / fused['steady']:.0%}")
     if args.live_executor != "none":
         def figures(runs: list[dict]) -> tuple[float, float, str, int]:
             total = sum(r["end_to_end"] for r in runs) / len(runs)

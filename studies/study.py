@@ -211,6 +211,8 @@ class StudyHandle:
         if running:
             if all_running:
                 for trial in running:
+                    if trial.user_attrs.get("fitgap.attempt", 0) < retries:
+                        self._retry(trial)  # first: a failed trial is never left without its retry
                     self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             else:
                 optuna.storages.fail_stale_trials(self.study)
@@ -239,11 +241,11 @@ class StudyHandle:
         with contextlib.suppress(Exception):  # noqa: BLE001 - the run error that brought us here says why
             for trial in trials:
                 self.storage.set_trial_user_attr(trial._trial_id, "fitgap.reason", reason)  # while it may change
-                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 frozen = self.storage.get_trial(trial._trial_id)
-                records.append(self._stale_record(frozen, reason))
                 if frozen.user_attrs.get("fitgap.attempt", 0) < retries:
-                    self._retry(frozen)
+                    self._retry(frozen)  # before the FAIL: refused (a full disk), the trial stays RUNNING for the next
+                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                records.append(self._stale_record(frozen, reason))
         for write in (lambda r: r.mlflow_run_id and self.sink.fail_run(r.mlflow_run_id, reason),
                       self.results.write_trial):
             with contextlib.suppress(Exception):  # noqa: BLE001
@@ -285,6 +287,10 @@ class StudyHandle:
         return row or {}, epochs
 
     def _retry(self, trial) -> None:
+        """Enqueue the trial's params again, once: a retry is written before its trial's FAIL, which a failing store
+        may refuse, and the next launch then retries the RUNNING trial (`_fail_stale_trials`)."""
+        if any(t.user_attrs.get("fitgap.retry_of") == trial.number for t in self.study.get_trials(deepcopy=False)):
+            return
         self.study.enqueue_trial(trial.params, user_attrs={"fitgap.retry_of": trial.number,
                                                            "fitgap.attempt": trial.user_attrs.get("fitgap.attempt", 0) + 1})
 
@@ -316,12 +322,12 @@ class StudyHandle:
             trial.set_user_attr(name, value)
         if record.reason:
             trial.set_user_attr("fitgap.reason", record.reason)
+        if retry:  # before the tell (see `_retry`)
+            self._retry(self.study._storage.get_trial(trial._trial_id))
         if record.state == "COMPLETE":
             self.study.tell(trial, list(record.values))
         else:
             self.study.tell(trial, state=_STATES[record.state])
-        if retry:
-            self._retry(self.study._storage.get_trial(trial._trial_id))
 
     def close(self, status: str = "FINISHED") -> None:
         """End the launch: the kept models cut down and logged (`keeping.ModelKeeper`), the parent run closed."""

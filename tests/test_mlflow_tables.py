@@ -47,20 +47,22 @@ def tracking_database(request, tmp_path):
 
 PARAMS = [Param("learning_rate", "0.05"), Param("activation", "relu"), Param("hidden", "[11]")]
 TAGS = [RunTag("fitgap.state", "COMPLETE"), RunTag("fitgap.verdict", "good fit"), RunTag("fitgap.verdict", "overfit")]
-END = 1_700_000_100_000
+START, END = 1_700_000_000_000, 1_700_000_100_000
 
 
 @pytest.fixture
 def two_runs(tracking_database):
-    """Two runs created alike (a tag that the end replaces); one written by MLflow's client, one by `RunTables`: live
-    points, then the rest with the params, tags and end, as a trial is written."""
+    """Two runs created alike (a tag that the end replaces): one by MLflow's client, one by `RunTables`, each then
+    written the same way: live points, then the rest with the params, tags and end, as a trial is written."""
     uri = tracking_database
     client = MlflowClient(uri)
     experiment = client.create_experiment("tables")
-    by_api, by_tables = (client.create_run(experiment, run_name="t001 lr=0.05", tags={"fitgap.state": "RUNNING"})
-                         .info.run_id for _ in range(2))
+    by_api = client.create_run(experiment, START, {"fitgap.state": "RUNNING"}, "t001 lr=0.05").info.run_id
     tables = RunTables.open(uri)
     assert tables is not None, "the installed MLflow's schema is not verified: check it and add its revision"
+    created = tables.create_run(experiment, "t001 lr=0.05", {"fitgap.state": "RUNNING"}, START)
+    by_tables = created.run_id
+    assert created == client.get_run(by_tables).info  # what the coordinator keeps of it: id, artifact URI
     client.log_batch(by_api, metrics=points(0, 3))
     assert tables.write(by_tables, points(0, 3))
     client.log_batch(by_api, metrics=points(3, 4), params=PARAMS, tags=TAGS)
@@ -92,6 +94,9 @@ def test_mlflow_s_client_reads_both_runs_alike(two_runs):
     assert tables.data.tags == api.data.tags and tables.data.tags["fitgap.state"] == "COMPLETE"
     assert tables.data.tags["fitgap.verdict"] == "overfit" and tables.data.tags["mlflow.runName"] == "t001 lr=0.05"
     assert (tables.info.status, tables.info.end_time) == (api.info.status, api.info.end_time) == ("FINISHED", END)
+    assert (tables.info.run_name, tables.info.user_id, tables.info.start_time) == \
+        (api.info.run_name, api.info.user_id, api.info.start_time) == ("t001 lr=0.05", "unknown", START)
+    assert tables.info.artifact_uri == api.info.artifact_uri.replace(by_api, by_tables)
     api, tables = client.get_run(by_api).data.metrics, client.get_run(by_tables).data.metrics
     assert {k: repr(v) for k, v in tables.items()} == {k: repr(v) for k, v in api.items()}  # nan != nan
     assert tables["loss"] == pytest.approx(1 / 7) and math.isnan(tables["odd"])
@@ -119,8 +124,9 @@ def test_the_server_s_ui_endpoints_read_both_runs_alike(two_runs, tmp_path):
         answer = requests.get(f"{base}/ajax-api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30)
         answer.raise_for_status()
         found = answer.json()["run"]
-        for field in ("run_id", "run_uuid", "start_time", "artifact_uri"):
-            found["info"].pop(field)
+        for field in ("run_id", "run_uuid"):
+            assert found["info"].pop(field) == run_id
+        assert found["info"].pop("artifact_uri").endswith(f"/{run_id}/artifacts")
         found["data"]["tags"] = sorted(found["data"]["tags"], key=lambda t: t["key"])
         found["data"]["params"] = sorted(found["data"]["params"], key=lambda p: p["key"])
         found["data"]["metrics"] = sorted(found["data"]["metrics"], key=lambda m: m["key"])
@@ -145,10 +151,15 @@ def test_a_changed_param_or_a_run_name_tag_is_left_to_mlflow_s_client_and_a_bad_
     assert client.get_run(by_tables).data.params == {**before.params, "width": "11"}
 
 
-def test_an_unverified_schema_or_an_inactive_run_falls_back_to_log_batch(two_runs):
+def test_an_unverified_schema_an_inactive_run_or_experiment_falls_back_to_mlflow_s_client(two_runs):
     uri, client, by_api, _ = two_runs
+    tables = RunTables.open(uri)
+    experiment = client.get_run(by_api).info.experiment_id
+    assert tables.create_run(experiment, "named twice", {"mlflow.runName": "other"}, START) is None
     client.delete_run(by_api)
-    assert RunTables.open(uri).write(by_api, points(9, 1)) is False  # log_batch then raises MLflow's error
+    assert tables.write(by_api, points(9, 1)) is False  # log_batch then raises MLflow's error
+    client.delete_experiment(experiment)
+    assert tables.create_run(experiment, "t002", {}, START) is None  # create_run then raises MLflow's error
     engine = sa.create_engine(uri)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = 'unknown'"))

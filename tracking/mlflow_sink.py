@@ -105,7 +105,10 @@ class MlflowSink:
         tags = {"mlflow.parentRunId": study.run_id, "fitgap.trial": str(number), "fitgap.state": "RUNNING"} | {
             k: str(v) for k, v in tags.items()
         }
-        return self.client.create_run(study.experiment_id, run_name=run_name(number, searched), tags=tags).info
+        name = run_name(number, searched)
+        created = self._open_tables() and self._tables.create_run(study.experiment_id, name, tags,
+                                                                  int(time.time() * 1000))
+        return created or self.client.create_run(study.experiment_id, run_name=name, tags=tags).info
 
     def log_live(self, live: LiveRecord) -> None:
         """A running trial's new epoch points (`finish_trial` logs only those after them)."""
