@@ -2,9 +2,9 @@
 run per trial. Never imports studies, training or TensorFlow.
 
 Everything goes through an explicit `MlflowClient(tracking_uri=...)` (no global fluent state), except where the
-tracking database's schema is verified (`mlflow_tables`): there a trial's curves, and at its end its params, tags and
-status, are written in one transaction straight into MLflow's tables; else in a few `log_batch` calls, not one call
-per point: each call is a round trip to the store. A running trial's new points come as they are flushed
+tracking database's schema is verified (`mlflow_tables`): there a trial's run is created, and its curves, and at its
+end its params, tags and status, are written straight into MLflow's tables, each in one transaction; else through
+the client, the points in a few `log_batch` calls, not one call per point: each call is a round trip to the store. A running trial's new points come as they are flushed
 (`log_live`), the rest when it ends (`finish_trial`); each point once, stamped with the time its epoch ended.
 
 A trial's diagnosis (`tracking.diagnosis`) becomes `fitgap.*` tags. Its plots (learning curves, and the decision

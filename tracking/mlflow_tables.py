@@ -5,14 +5,14 @@ MLflow's `log_batch` builds an ORM object per point and checks each run's latest
 ~130 ms for a trial of 100 epochs, more than the trial's training in a fused batch. The same rows inserted in bulk,
 through the driver's `executemany`, cost a few milliseconds; a finished trial's params and tags (`log_batch`) and
 its status (`set_terminated`) cost ~13 ms more through MLflow's ORM, and are a few more rows of the same
-transaction here; creating the run (`create_run`: two reads of the experiment and the run's inputs) ~8 ms, a row of
-`runs` and its tags here. Only where the database holds a schema this module was checked against (`VERIFIED_REVISIONS`,
-MLflow's Alembic revision, and the tables' columns); anywhere else, `RunTables.open` returns None and the caller
-uses MLflow's client. The rows are MLflow's: params and tags checked by MLflow's own validation, metric values
-sanitized by MLflow's own rule (NaN is 0 with `is_nan`, infinities the largest float), `latest_metrics` kept as
-MLflow keeps it (the point with the largest (step, timestamp, value) per key), a param never changed, a tag
+transaction here; creating the run (`create_run`: two reads of the experiment and the run's inputs) ~8 ms, a row
+of `runs` and its tags here. Only where the database holds a schema this module was checked against
+(`VERIFIED_REVISIONS`, MLflow's Alembic revision, and the tables' columns); anywhere else, `RunTables.open` returns
+None and the caller uses MLflow's client. The rows are MLflow's: params and tags checked by MLflow's own validation,
+metric values sanitized by MLflow's own rule (NaN is 0 with `is_nan`, infinities the largest float), `latest_metrics`
+kept as MLflow keeps it (the point with the largest (step, timestamp, value) per key), a param never changed, a tag
 replaced. `tests/test_mlflow_tables.py` checks that MLflow's client and server read a run written here exactly as
-one written by `log_batch` and `set_terminated`.
+one written by `create_run`, `log_batch` and `set_terminated`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _COLUMNS = {"key", "value", "timestamp", "step", "is_nan", "run_uuid"}  # of met
 _KEYED = {"key", "value", "run_uuid"}  # of params and of tags
 _RUN_COLUMNS = {"run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status", "start_time",
                 "end_time", "source_version", "lifecycle_stage", "artifact_uri", "experiment_id", "deleted_time"}
+_SCHEMA = {"metrics": _COLUMNS, "latest_metrics": _COLUMNS, "params": _KEYED, "tags": _KEYED, "runs": _RUN_COLUMNS}
 _EXPERIMENT_COLUMNS = {"experiment_id", "artifact_location", "lifecycle_stage"}  # of experiments, among others
 _DATABASES = ("sqlite", "postgresql")  # the tracking databases this was tested on
 
@@ -66,18 +67,17 @@ class RunTables:
             with engine.connect() as conn:
                 revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
             inspector = sa.inspect(engine)
-            columns = {t: {c["name"] for c in inspector.get_columns(t)}
-                       for t in ("metrics", "latest_metrics", "params", "tags", "runs", "experiments")}
+            columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in (*_SCHEMA, "experiments")}
         except sa.exc.SQLAlchemyError:
             revision, columns = None, {}
-        if revision not in VERIFIED_REVISIONS or not columns or columns["metrics"] != _COLUMNS or \
-                columns["latest_metrics"] != _COLUMNS or columns["params"] != _KEYED or columns["tags"] != _KEYED or \
-                columns["runs"] != _RUN_COLUMNS or not _EXPERIMENT_COLUMNS <= columns["experiments"]:
+        if revision not in VERIFIED_REVISIONS or any(columns.get(t) != c for t, c in _SCHEMA.items()) or \
+                not _EXPERIMENT_COLUMNS <= columns.get("experiments", set()):
             engine.dispose()
             return None
         return cls(engine)
 
-    def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str], start_time: int) -> RunInfo | None:
+    def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str],
+                   start_time: int) -> RunInfo | None:
         """A RUNNING run, as `MlflowClient.create_run` makes one (MLflow's `SqlAlchemyStore.create_run`: its name
         also as the `mlflow.runName` tag, user "unknown", its artifacts under the experiment's location), in one
         transaction; None where the client would raise (an inactive experiment) or do more (a run name among the
@@ -86,8 +86,9 @@ class RunTables:
             return None
         run_id = uuid.uuid4().hex
         with self.engine.begin() as conn:
-            experiment = conn.execute(sa.select(self.experiments.c.artifact_location, self.experiments.c.lifecycle_stage)
-                                      .where(self.experiments.c.experiment_id == int(experiment_id))).first()
+            column = self.experiments.c
+            experiment = conn.execute(sa.select(column.artifact_location, column.lifecycle_stage)
+                                      .where(column.experiment_id == int(experiment_id))).first()
             if experiment is None or experiment.lifecycle_stage != "active":
                 return None
             artifact_uri = append_to_uri_path(experiment.artifact_location, run_id,
